@@ -1,0 +1,93 @@
+"""dragonpy: peer-to-peer distribution of container images and large files.
+
+The front door of the SDK. Everything listed in ``__all__`` is public and stable;
+modules with a leading underscore are not.
+"""
+
+from ._api import download, download_sync, read_range
+from ._backends import (
+    Backend,
+    BackendOptions,
+    Backends,
+    Credentials,
+    OriginStat,
+    register_backend,
+)
+from ._download import Download, Downloader, DownloadResult, check_digest_syntax
+from ._errors import (
+    DigestMismatch,
+    DiskFull,
+    DownloadTimeout,
+    DragonpyError,
+    OriginAuthError,
+    OriginError,
+    OriginProtocolError,
+    OriginStatusError,
+    OriginTimeout,
+    OriginUnreachable,
+    OutputError,
+    RangeNotSupported,
+    StoreError,
+    UnsupportedURL,
+)
+from ._identity import (
+    DEFAULT_FILTERED_QUERY_PARAMS,
+    blob_digest,
+    host_id,
+    normalize_url,
+    peer_id,
+    task_id,
+)
+from ._pieces import Piece, piece_digest, piece_length_for, plan_pieces
+from ._storage import PieceStore, StoredTask, StorePolicy, StoreStatistics, open_store
+from ._task import Host, Peer, Task
+from ._version import __version__
+
+__all__ = [
+    "DEFAULT_FILTERED_QUERY_PARAMS",
+    "Backend",
+    "BackendOptions",
+    "Backends",
+    "Credentials",
+    "DigestMismatch",
+    "DiskFull",
+    "Download",
+    "DownloadResult",
+    "DownloadTimeout",
+    "Downloader",
+    "DragonpyError",
+    "Host",
+    "OriginAuthError",
+    "OriginError",
+    "OriginProtocolError",
+    "OriginStat",
+    "OriginStatusError",
+    "OriginTimeout",
+    "OriginUnreachable",
+    "OutputError",
+    "Peer",
+    "Piece",
+    "PieceStore",
+    "RangeNotSupported",
+    "StoreError",
+    "StorePolicy",
+    "StoreStatistics",
+    "StoredTask",
+    "Task",
+    "UnsupportedURL",
+    "__version__",
+    "blob_digest",
+    "check_digest_syntax",
+    "download",
+    "download_sync",
+    "host_id",
+    "normalize_url",
+    "open_store",
+    "peer_id",
+    "piece_digest",
+    "piece_length_for",
+    "plan_pieces",
+    "read_range",
+    "register_backend",
+    "task_id",
+]

@@ -1,0 +1,58 @@
+"""Origin backends, chosen by URL scheme."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from .._errors import UnsupportedURL
+from ._base import Backend, BackendOptions, Credentials, OriginStat
+from ._file import FileBackend
+from ._http import HttpBackend
+
+__all__ = [
+    "Backend",
+    "BackendOptions",
+    "Backends",
+    "Credentials",
+    "OriginStat",
+    "register_backend",
+]
+
+BackendFactory = Callable[[BackendOptions], Backend]
+
+_FACTORIES: dict[str, BackendFactory] = {
+    "http": HttpBackend,
+    "https": HttpBackend,
+    "oci": HttpBackend,
+    "file": lambda options: FileBackend(),
+}
+
+
+def register_backend(scheme: str, factory: BackendFactory) -> None:
+    """Serve URLs of ``scheme`` with backends made by ``factory``."""
+    _FACTORIES[scheme.lower()] = factory
+
+
+class Backends:
+    """The backends of one process: made on first use, shared, closed together."""
+
+    def __init__(self, options: BackendOptions | None = None) -> None:
+        self.options = options or BackendOptions()
+        self._made: dict[BackendFactory, Backend] = {}
+
+    def for_url(self, url: str) -> Backend:
+        scheme = urlsplit(url).scheme.lower()
+        factory = _FACTORIES.get(scheme)
+        if factory is None:
+            known = ", ".join(f"{name}://" for name in sorted(_FACTORIES))
+            what = f"{scheme}://" if scheme else "a URL without a scheme"
+            raise UnsupportedURL(f"no backend for {what} (supported: {known})")
+        if factory not in self._made:
+            self._made[factory] = factory(self.options)
+        return self._made[factory]
+
+    async def aclose(self) -> None:
+        made, self._made = self._made, {}
+        for backend in made.values():
+            await backend.aclose()

@@ -1,0 +1,452 @@
+"""Downloading a task: pieces from the store when held, from the origin otherwise.
+
+One ``Downloader`` per process owns the backends and the store. A download runs in
+steps: identify the task, ask the origin (unless the store holds it complete), plan
+the pieces, fetch the missing ones in parallel (each digested, stored and written to
+the output in one worker-thread call), check the whole content's digest, then move
+the output into place. A failure leaves no file under the final name; the pieces
+already stored stay, so running the same download again resumes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Final
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from ._backends import Backend, BackendOptions, Backends, OriginStat
+from ._errors import (
+    DigestMismatch,
+    DiskFull,
+    DownloadTimeout,
+    OriginProtocolError,
+    OutputError,
+    StoreError,
+)
+from ._identity import DEFAULT_FILTERED_QUERY_PARAMS, blob_digest, task_id
+from ._pieces import Piece, piece_digest, piece_length_for, pieces_covering, plan_pieces
+from ._storage import PieceStore, StorePolicy, open_store
+from ._task import Task
+
+logger = logging.getLogger("dragonpy.download")
+
+ProgressCallback = Callable[[int, int], None]
+
+DEFAULT_STORE_DIR: Final = Path(
+    os.environ.get("DRAGONPY_STORE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dragonpy"
+)
+_DIGEST_ALGORITHMS: Final = {"sha256": 64, "sha512": 128}
+
+
+@attrs.frozen
+class DownloadResult:
+    """What a finished download did."""
+
+    task_id: str
+    path: Path
+    content_length: int
+    piece_count: int
+    bytes_from_origin: int
+    bytes_from_store: int
+    duration: float
+    digest: str | None
+
+
+@attrs.frozen
+class Download:
+    """One download request. ``digest`` is ``algorithm:hex`` (sha256 or sha512)."""
+
+    url: str
+    tag: str = ""
+    application: str = ""
+    digest: str | None = None
+    filtered_query_params: tuple[str, ...] = DEFAULT_FILTERED_QUERY_PARAMS
+
+    @property
+    def task_id(self) -> str:
+        return task_id(
+            self.url,
+            tag=self.tag,
+            application=self.application,
+            filtered_query_params=self.filtered_query_params,
+        )
+
+    @property
+    def expected_digest(self) -> str | None:
+        """The digest the content must have: given, or implied by an OCI blob URL."""
+        return self.digest or blob_digest(self.url)
+
+
+def check_digest_syntax(digest: str) -> str:
+    """Return ``digest`` if it is ``sha256:<64 hex>`` or ``sha512:<128 hex>``."""
+    algorithm, _, encoded = digest.partition(":")
+    width = _DIGEST_ALGORITHMS.get(algorithm)
+    if width is None or len(encoded) != width or not _is_hex(encoded):
+        raise ValueError(
+            f"digest {digest!r} is not sha256:<64 hex digits> "
+            "or sha512:<128 hex digits>"
+        )
+    return f"{algorithm}:{encoded.lower()}"
+
+
+class Downloader:
+    """Downloads through one store and one set of backends.
+
+    Use as an async context manager; ``aclose`` closes the backends' connections.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: PieceStore | None = None,
+        options: BackendOptions | None = None,
+        concurrency: int = 8,
+    ) -> None:
+        self.store = store or open_store(DEFAULT_STORE_DIR, StorePolicy())
+        self.backends = Backends(options)
+        self.concurrency = concurrency
+
+    async def __aenter__(self) -> Downloader:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.backends.aclose()
+
+    async def download(
+        self,
+        request: Download,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> DownloadResult:
+        """Download ``request`` to ``path``; see the module docstring for the steps."""
+        output = _Output(Path(path))
+        started = time.monotonic()
+        try:
+            with anyio.fail_after(timeout):
+                run = await self._prepare(request)
+                with self.store.lease(run.record.id):
+                    await output.open(run.record.content_length)
+                    await run.fill(output, on_progress)
+                    digest = await run.verify()
+                    await output.commit()
+                    await run.finish()
+        except TimeoutError as exc:
+            raise DownloadTimeout(
+                f"download did not finish within {timeout} s; raise --timeout"
+            ) from exc
+        finally:
+            await output.discard()
+
+        result = DownloadResult(
+            task_id=run.record.id,
+            path=output.path,
+            content_length=run.record.content_length,
+            piece_count=len(run.pieces),
+            bytes_from_origin=run.bytes_from_origin,
+            bytes_from_store=run.bytes_from_store,
+            duration=time.monotonic() - started,
+            digest=digest,
+        )
+        logger.info(
+            "download task succeeded task_id=%s bytes_origin=%d bytes_local=%d "
+            "duration=%.3fs",
+            result.task_id,
+            result.bytes_from_origin,
+            result.bytes_from_store,
+            result.duration,
+        )
+        return result
+
+    @asynccontextmanager
+    async def open_range(
+        self, request: Download, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream bytes ``start`` to ``end`` (inclusive; None for the last byte).
+
+        Only the pieces that cover the range are fetched; they are stored, so later
+        reads of the same pieces do not touch the origin.
+        """
+        run = await self._prepare(request)
+        length = run.record.content_length
+        last = length - 1 if end is None else end
+        numbers = pieces_covering(length, run.record.piece_length, start, last)
+        with self.store.lease(run.record.id):
+            yield run.stream(numbers, start, last)
+
+    async def _prepare(self, request: Download) -> _TaskRun:
+        record = await anyio.to_thread.run_sync(self.store.get_task, request.task_id)
+        if record is not None and record.complete:
+            return _TaskRun(self, None, None, record, request.expected_digest)
+
+        backend = self.backends.for_url(request.url)
+        stat = await backend.stat(request.url)
+        record = Task(
+            id=request.task_id,
+            url=request.url,
+            content_length=stat.content_length,
+            piece_length=piece_length_for(stat.content_length),
+            validator=stat.validator,
+            digest=request.expected_digest,
+            created_at=time.time(),
+        )
+        await anyio.to_thread.run_sync(self.store.put_task, record)
+        await anyio.to_thread.run_sync(self.store.make_room, stat.content_length)
+        return _TaskRun(self, backend, stat, record, request.expected_digest)
+
+
+class _TaskRun:
+    """The pieces of one task for one download."""
+
+    def __init__(
+        self,
+        downloader: Downloader,
+        backend: Backend | None,
+        stat: OriginStat | None,
+        record: Task,
+        expected_digest: str | None,
+    ) -> None:
+        self.store = downloader.store
+        self.concurrency = downloader.concurrency
+        self.backend = backend
+        self.stat = stat
+        self.record = record
+        self.expected_digest = expected_digest
+        self.pieces = plan_pieces(record.content_length, record.piece_length)
+        self.bytes_from_origin = 0
+        self.bytes_from_store = 0
+
+    async def fill(self, output: _Output, on_progress: ProgressCallback | None) -> None:
+        """Put every piece into ``output``: stored ones copied, missing ones fetched."""
+        stored = await anyio.to_thread.run_sync(
+            self.store.stored_pieces, self.record.id
+        )
+        done = 0
+        total = self.record.content_length
+
+        def advance(piece: Piece) -> None:
+            nonlocal done
+            done += piece.length
+            if on_progress is not None:
+                on_progress(done, total)
+
+        for piece in self.pieces:
+            if piece.number in stored:
+                await anyio.to_thread.run_sync(self._copy_stored, piece, output)
+                self.bytes_from_store += piece.length
+                advance(piece)
+
+        missing = [piece for piece in self.pieces if piece.number not in stored]
+        if not missing:
+            return
+        if self.stat is not None and not self.stat.accepts_ranges:
+            await self._fetch_sequentially(missing, output, advance)
+            return
+
+        # Workers share one iterator: each takes the next missing piece in order.
+        queue = iter(missing)
+        async with anyio.create_task_group() as group:
+            for _ in range(min(self.concurrency, len(missing))):
+                group.start_soon(self._fetch_worker, queue, output, advance)
+
+    async def verify(self) -> str | None:
+        """Check the whole content against the expected digest, if there is one."""
+        expected = self.expected_digest
+        if expected is None:
+            return None
+        if self.record.complete and self.record.digest == expected:
+            return expected
+
+        algorithm, _, encoded = expected.partition(":")
+        actual = await anyio.to_thread.run_sync(self._hash_content, algorithm)
+        if actual != encoded:
+            # The store keeps nothing that failed verification.
+            await anyio.to_thread.run_sync(self.store.remove_task, self.record.id)
+            raise DigestMismatch(
+                f"content digest is {algorithm}:{actual}, expected {expected}",
+                expected=expected,
+                actual=f"{algorithm}:{actual}",
+            )
+        return expected
+
+    async def finish(self) -> None:
+        """Mark the task complete (its content is whole and verified) and used now."""
+        if not self.record.complete:
+            await anyio.to_thread.run_sync(self.store.mark_complete, self.record.id)
+        await anyio.to_thread.run_sync(self.store.touch, self.record.id)
+
+    async def stream(
+        self, numbers: range, start: int, last: int
+    ) -> AsyncIterator[bytes]:
+        stored = await anyio.to_thread.run_sync(
+            self.store.stored_pieces, self.record.id
+        )
+        for number in numbers:
+            piece = self.pieces[number]
+            if number in stored:
+                data = await anyio.to_thread.run_sync(self._read_stored, piece)
+            else:
+                data = await self._fetch(piece)
+            low = max(start, piece.offset) - piece.offset
+            high = min(last + 1, piece.end) - piece.offset
+            yield bytes(memoryview(data)[low:high])
+
+    async def _fetch_worker(
+        self, queue: Iterator[Piece], output: _Output, advance: Callable[[Piece], None]
+    ) -> None:
+        for piece in queue:
+            data = await self._fetch(piece)
+            await anyio.to_thread.run_sync(output.write, piece.offset, data)
+            advance(piece)
+
+    async def _fetch(self, piece: Piece) -> bytearray:
+        """Fetch a piece from the origin, digest it and store it."""
+        assert self.backend is not None and self.stat is not None
+        buffer = bytearray(piece.length)
+        await self.backend.read_into(self.stat, piece.offset, memoryview(buffer))
+        await anyio.to_thread.run_sync(self._store_piece, piece, buffer)
+        self.bytes_from_origin += piece.length
+        return buffer
+
+    async def _fetch_sequentially(
+        self, missing: list[Piece], output: _Output, advance: Callable[[Piece], None]
+    ) -> None:
+        """One streamed body for origins that ignore ``Range``."""
+        assert self.backend is not None and self.stat is not None
+        wanted = {piece.number for piece in missing}
+        length = self.record.content_length
+        async with self.backend.open_range(self.stat, 0, length) as chunks:
+            pending = bytearray()
+            pieces = iter(self.pieces)
+            piece = next(pieces)
+            async for chunk in chunks:
+                pending += chunk
+                while piece is not None and len(pending) >= piece.length:
+                    data = pending[: piece.length]
+                    del pending[: piece.length]
+                    if piece.number in wanted:
+                        await anyio.to_thread.run_sync(self._store_piece, piece, data)
+                        await anyio.to_thread.run_sync(output.write, piece.offset, data)
+                        self.bytes_from_origin += piece.length
+                        advance(piece)
+                    piece = next(pieces, None)
+
+        if piece is not None or pending:
+            raise OriginProtocolError(
+                f"origin sent a body of the wrong length for {length} bytes",
+                url=self.record.url,
+            )
+
+    def _store_piece(self, piece: Piece, data: bytearray) -> None:
+        stored = Piece(piece.number, piece.offset, piece.length, piece_digest(data))
+        self.store.put_piece(self.record.id, stored, data)
+
+    def _copy_stored(self, piece: Piece, output: _Output) -> None:
+        with self.store.read_piece(self.record.id, piece.number) as view:
+            if view is None:
+                raise StoreError(f"piece {piece.number} of {self.record.id} vanished")
+            output.write(piece.offset, view)
+
+    def _read_stored(self, piece: Piece) -> bytes:
+        with self.store.read_piece(self.record.id, piece.number) as view:
+            if view is None:
+                raise StoreError(f"piece {piece.number} of {self.record.id} vanished")
+            return bytes(view)
+
+    def _hash_content(self, algorithm: str) -> str:
+        content = hashlib.new(algorithm)
+        for piece in self.pieces:
+            with self.store.read_piece(self.record.id, piece.number) as view:
+                if view is None:
+                    raise StoreError(
+                        f"piece {piece.number} of {self.record.id} vanished"
+                    )
+                content.update(view)
+        return content.hexdigest()
+
+
+class _Output:
+    """The output file: written under a temporary name, renamed when complete."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.absolute()
+        self._partial = self.path.with_name(
+            f".{self.path.name}.{secrets.token_hex(4)}.dragonpy-partial"
+        )
+        self._fd: int | None = None
+
+    async def open(self, length: int) -> None:
+        await anyio.to_thread.run_sync(self._open, length)
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.pwrite(self._fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as exc:
+            raise _output_error(exc, self.path) from exc
+
+    async def commit(self) -> None:
+        await anyio.to_thread.run_sync(self._commit)
+
+    async def discard(self) -> None:
+        """Close and delete the partial file, if the download did not commit it."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._discard)
+
+    def _open(self, length: int) -> None:
+        if self.path.is_dir():
+            raise OutputError(f"output path {self.path} is a directory")
+        try:
+            self._fd = os.open(
+                self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644
+            )
+            if length:
+                # Reserve the space now: a full disk fails fast, not after the transfer.
+                os.posix_fallocate(self._fd, 0, length)
+        except OSError as exc:
+            raise _output_error(exc, self.path) from exc
+
+    def _commit(self) -> None:
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = None
+        try:
+            os.replace(self._partial, self.path)
+        except OSError as exc:
+            raise _output_error(exc, self.path) from exc
+
+    def _discard(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._partial.unlink(missing_ok=True)
+
+
+def _output_error(exc: OSError, path: Path) -> OutputError | DiskFull:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"no space left on the device of {path}")
+    reason = exc.strerror or str(exc)
+    return OutputError(f"cannot write {path}: {reason}")
+
+
+def _is_hex(text: str) -> bool:
+    return all(character in "0123456789abcdefABCDEF" for character in text)

@@ -1,0 +1,96 @@
+"""The exceptions dragonpy raises.
+
+Every error a caller can act on is a ``DragonpyError``. Each class carries the exit code
+that ``dragonpy`` uses for it, so scripts can tell conditions apart::
+
+    DragonpyError                      1   anything else
+    ├── UnsupportedURL                 3   no backend for the scheme, bad URL
+    ├── OriginError                        the origin could not give us the bytes
+    │   ├── OriginUnreachable          4   DNS, connect, TLS or transport failure
+    │   ├── OriginTimeout              5   the origin went silent for too long
+    │   ├── OriginStatusError          6   an unexpected HTTP status (404, 500, ...)
+    │   │   └── OriginAuthError        7   401 or 403: credentials missing or refused
+    │   ├── RangeNotSupported          8   the origin ignored a ``Range`` request
+    │   └── OriginProtocolError        9   truncated body, wrong length, bad headers
+    ├── DigestMismatch                10   bytes do not match the expected digest
+    ├── OutputError                   11   the output path cannot be written
+    ├── DiskFull                      12   no space left for the output or the store
+    ├── StoreError                    13   the piece store is unusable
+    └── DownloadTimeout               14   the whole download exceeded its deadline
+
+Foreign exceptions (httpx, OSError, lmdb) are translated where they are caught, with
+the original chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class DragonpyError(Exception):
+    """Base class of every error dragonpy raises on purpose."""
+
+    exit_code = 1
+
+
+class UnsupportedURL(DragonpyError):
+    exit_code = 3
+
+
+class OriginError(DragonpyError):
+    """The origin (HTTP server, registry, file system) failed to deliver."""
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class OriginUnreachable(OriginError):
+    exit_code = 4
+
+
+class OriginTimeout(OriginError):
+    exit_code = 5
+
+
+class OriginStatusError(OriginError):
+    exit_code = 6
+
+    def __init__(self, message: str, *, url: str = "", status: int = 0) -> None:
+        super().__init__(message, url=url)
+        self.status = status
+
+
+class OriginAuthError(OriginStatusError):
+    exit_code = 7
+
+
+class RangeNotSupported(OriginError):
+    exit_code = 8
+
+
+class OriginProtocolError(OriginError):
+    exit_code = 9
+
+
+class DigestMismatch(DragonpyError):
+    exit_code = 10
+
+    def __init__(self, message: str, *, expected: str = "", actual: str = "") -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class OutputError(DragonpyError):
+    exit_code = 11
+
+
+class DiskFull(DragonpyError):
+    exit_code = 12
+
+
+class StoreError(DragonpyError):
+    exit_code = 13
+
+
+class DownloadTimeout(DragonpyError):
+    exit_code = 14

@@ -1,0 +1,17 @@
+"""Piece storage in LMDB."""
+
+from ._store import (
+    PieceStore,
+    StoredTask,
+    StorePolicy,
+    StoreStatistics,
+    open_store,
+)
+
+__all__ = [
+    "PieceStore",
+    "StorePolicy",
+    "StoreStatistics",
+    "StoredTask",
+    "open_store",
+]

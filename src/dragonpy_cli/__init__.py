@@ -1,0 +1,1 @@
+"""The ``dragonpy`` command line."""

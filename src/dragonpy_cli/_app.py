@@ -1,0 +1,36 @@
+"""The ``dragonpy`` command group."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import click
+
+from dragonpy import __version__
+
+from ._cache import cache
+from ._get import get
+
+
+@click.group()
+@click.version_option(__version__, prog_name="dragonpy")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=lambda: os.environ.get("DRAGONPY_LOG_LEVEL", "warning"),
+    help="Log verbosity on stderr.",
+)
+def cli(log_level: str) -> None:
+    """Peer-to-peer distribution of container images and large files."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+
+cli.add_command(get)
+cli.add_command(cache)
+
+
+def main() -> None:
+    cli(prog_name="dragonpy")

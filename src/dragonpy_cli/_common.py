@@ -1,0 +1,72 @@
+"""What every command shares: store options, size parsing, error reporting."""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import click
+
+from dragonpy import DragonpyError, PieceStore, StorePolicy, open_store
+from dragonpy._download import DEFAULT_STORE_DIR
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``10GiB``, ``500MB``, ``1.5g`` or ``1024``."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not a size like 20GiB, 500MB or 1024")
+    number, unit, binary = match.groups()
+    power = "_kmgt".index(unit.lower() or "_")
+    return int(float(number) * (1024 if binary else 1000) ** power)
+
+
+def store_options(command: Callable[P, T]) -> Callable[P, T]:
+    """``--store`` and ``--store-capacity``, shared by every command that opens it."""
+    command = click.option(
+        "--store-capacity",
+        default="20GiB",
+        show_default=True,
+        envvar="DRAGONPY_STORE_CAPACITY",
+        help="Bytes the piece store may hold before it evicts unused tasks.",
+    )(command)
+    return click.option(
+        "--store",
+        "store_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=DEFAULT_STORE_DIR,
+        show_default=True,
+        envvar="DRAGONPY_STORE",
+        help="Directory of the piece store (shared with a local daemon).",
+    )(command)
+
+
+def open_cli_store(store_dir: Path, capacity: str) -> PieceStore:
+    return open_store(store_dir, StorePolicy(capacity=parse_size(capacity)))
+
+
+def reports_errors(command: Callable[P, T]) -> Callable[P, T]:
+    """Turn a ``DragonpyError`` into one line on stderr and its exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return command(*args, **kwargs)
+        except DragonpyError as exc:
+            detail = f" ({exc.url})" if getattr(exc, "url", "") else ""
+            click.echo(f"dragonpy: error: {exc}{detail}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("dragonpy: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
