@@ -193,7 +193,11 @@ class Downloader:
     async def _prepare(self, request: Download) -> _TaskRun:
         record = await anyio.to_thread.run_sync(self.store.get_task, request.task_id)
         if record is not None and record.complete:
-            return _TaskRun(self, None, None, record, request.expected_digest)
+            stored = await anyio.to_thread.run_sync(self.store.stored_pieces, record.id)
+            # Complete tasks are served without asking the origin, as long as every
+            # piece is still there.
+            if len(stored) == record.piece_count:
+                return _TaskRun(self, None, None, record, request.expected_digest)
 
         backend = self.backends.for_url(request.url)
         stat = await backend.stat(request.url)
