@@ -259,8 +259,8 @@ class Registry:
                 headers={"Content-Type": media_type},
             )
             _expect(response, 201)
-        fallback = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
-        return response.headers.get("Docker-Content-Digest", fallback)
+        digest: str = response.headers.get("Docker-Content-Digest", "")
+        return digest or "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
 
     def _client(self, repo: str) -> httpx.Client:
         """A client authorised to push to ``repo``, independent of RegistryAuth."""

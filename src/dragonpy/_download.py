@@ -30,6 +30,7 @@ from ._errors import (
     DigestMismatch,
     DiskFull,
     DownloadTimeout,
+    DragonpyError,
     OriginProtocolError,
     OutputError,
     StoreError,
@@ -265,9 +266,13 @@ class _TaskRun:
 
         # Workers share one iterator: each takes the next missing piece in order.
         queue = iter(missing)
-        async with anyio.create_task_group() as group:
-            for _ in range(min(self.concurrency, len(missing))):
-                group.start_soon(self._fetch_worker, queue, output, advance)
+        try:
+            async with anyio.create_task_group() as group:
+                for _ in range(min(self.concurrency, len(missing))):
+                    group.start_soon(self._fetch_worker, queue, output, advance)
+        except* DragonpyError as errors:
+            # The first failure cancelled the other workers; it is the one to report.
+            raise _first_error(errors)  # noqa: B904
 
     async def verify(self) -> str | None:
         """Check the whole content against the expected digest, if there is one."""
@@ -450,6 +455,11 @@ def _output_error(exc: OSError, path: Path) -> OutputError | DiskFull:
         return DiskFull(f"no space left on the device of {path}")
     reason = exc.strerror or str(exc)
     return OutputError(f"cannot write {path}: {reason}")
+
+
+def _first_error(group: BaseExceptionGroup[DragonpyError]) -> DragonpyError:
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _is_hex(text: str) -> bool:
