@@ -20,11 +20,12 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+from unittest import mock
 
 import anyio
 
@@ -90,16 +91,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 @contextmanager
 def fixed_piece_length(length: int) -> Iterator[None]:
     """Make every task planned inside the ``with`` use pieces of ``length`` bytes."""
-    original: Callable[[int], int] = dragonpy._download.piece_length_for
 
     def fixed(content_length: int) -> int:
         return length
 
-    dragonpy._download.piece_length_for = fixed
-    try:
+    # Patched where it is looked up: ``dragonpy._download`` imported it by name.
+    with mock.patch.object(dragonpy._download, "piece_length_for", fixed):
         yield
-    finally:
-        dragonpy._download.piece_length_for = original
 
 
 def close_store(directory: Path) -> None:
@@ -220,10 +218,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sha256 = sha256_of(source)
         with nginx_serving(source.parent) as base:
             setup = Setup(
-                f"{base}/{source.name}", source, args.size, sha256, work, args.concurrency
+                f"{base}/{source.name}",
+                source,
+                args.size,
+                sha256,
+                work,
+                args.concurrency,
             )
             all_figures = anyio.run(measure, setup, args.runs, args.reads, args.seed)
-    except BenchmarkError as exc:
+    except (BenchmarkError, dragonpy.DragonpyError) as exc:
         print(f"piece_length: {exc}", file=sys.stderr)
         return 1
     finally:

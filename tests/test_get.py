@@ -174,6 +174,7 @@ def test_oci_blob_digest_is_verified_automatically(
         str(store),
     )
     assert code == dragonpy.DigestMismatch.exit_code
+    assert wrong in stderr
     assert not (out / "bad").exists()
     # Nothing unverified stays in the store.
     assert dragonpy.open_store(store).get_task(wrong.partition(":")[2]) is None
@@ -234,7 +235,7 @@ def test_origin_failures_have_distinct_exit_codes(
 
 
 def test_exit_codes_are_distinct() -> None:
-    classes = [
+    classes: list[type[dragonpy.DragonpyError]] = [
         dragonpy.UnsupportedURL,
         dragonpy.OriginUnreachable,
         dragonpy.OriginTimeout,

@@ -70,8 +70,11 @@ def test_tag_and_application_separate_tasks() -> None:
 def test_blob_urls_are_identified_by_their_digest() -> None:
     one = f"https://registry-1.example/v2/library/alpine/blobs/{BLOB}"
     other = f"http://mirror.local:5000/v2/team/app/blobs/{BLOB}?ns=docker.io"
-    assert blob_digest(one) == BLOB
-    assert task_id(one) == task_id(other) == "ab" * 32
+    short = f"oci://registry.local:5000/team/app@{BLOB}"
+    long = f"oci://registry.local/team/app/blobs/{BLOB}"
+    assert blob_digest(one) == blob_digest(short) == blob_digest(long) == BLOB
+    assert task_id(one) == task_id(other) == task_id(short) == "ab" * 32
+    assert blob_digest("oci://registry.local/team/app:v1") is None
 
 
 def test_sha512_blob_task_ids_keep_the_common_shape() -> None:

@@ -308,6 +308,7 @@ class _TaskRun:
         )
         for number in numbers:
             piece = self.pieces[number]
+            data: bytes | bytearray
             if number in stored:
                 data = await anyio.to_thread.run_sync(self._read_stored, piece)
             else:
@@ -343,7 +344,7 @@ class _TaskRun:
         async with self.backend.open_range(self.stat, 0, length) as chunks:
             pending = bytearray()
             pieces = iter(self.pieces)
-            piece = next(pieces)
+            piece: Piece | None = next(pieces)
             async for chunk in chunks:
                 pending += chunk
                 while piece is not None and len(pending) >= piece.length:

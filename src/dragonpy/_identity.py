@@ -55,8 +55,12 @@ DEFAULT_FILTERED_QUERY_PARAMS: Final = (
 
 _TASK_TYPE: Final = "STANDARD"
 
-# An OCI distribution blob URL: <scheme>://<host>/v2/<name>/blobs/<digest>[?query]
-_BLOB_URL: Final = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]+/v2/.+/blobs/([^/?#]+)")
+# An OCI distribution blob URL, <scheme>://<host>/v2/<name>/blobs/<digest>[?query],
+# or an oci:// blob reference, oci://<host>/<name>@<digest> or .../<name>/blobs/<digest>.
+_BLOB_URL: Final = re.compile(
+    r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://[^/]+/v2/.+/blobs/([^/?#]+)"
+    r"|oci://[^/]+/[^@?#]+(?:@|/blobs/)([^/?#]+)$)"
+)
 _DIGEST: Final = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 
 
@@ -88,9 +92,10 @@ def normalize_url(
 def blob_digest(url: str) -> str | None:
     """The ``algorithm:hex`` digest of an OCI blob URL, or None for other URLs."""
     match = _BLOB_URL.match(url)
-    if match is None or _DIGEST.match(match.group(1)) is None:
+    if match is None:
         return None
-    return match.group(1)
+    digest = match.group(1) or match.group(2)
+    return digest if _DIGEST.match(digest) else None
 
 
 def task_id(

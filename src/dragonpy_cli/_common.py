@@ -62,7 +62,8 @@ def reports_errors(command: Callable[P, T]) -> Callable[P, T]:
         try:
             return command(*args, **kwargs)
         except DragonpyError as exc:
-            detail = f" ({exc.url})" if getattr(exc, "url", "") else ""
+            url = getattr(exc, "url", "")
+            detail = f" ({url})" if url else ""
             click.echo(f"dragonpy: error: {exc}{detail}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:

@@ -130,6 +130,7 @@ class HttpBackend(Backend):
         async with self._stream(
             http_url, {**headers, "Range": "bytes=0-0"}
         ) as response:
+            length: int | None
             if response.status_code == 416:
                 length, ranges = _empty_length(response), True
             else:

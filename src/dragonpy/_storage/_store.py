@@ -192,7 +192,7 @@ class PieceStore:
             live = self._live_leases(txn)
             tasks = []
             for _, value in txn.cursor(db=self._tasks):
-                record = _decode_record(value)
+                record = _decode_record(bytes(value))
                 count, size = self._piece_totals(txn, record.id)
                 access = decode_u64(txn.get(task_key(record.id), db=self._access))
                 tasks.append(
@@ -230,9 +230,9 @@ class PieceStore:
             found: dict[int, str] = {}
             if cursor.set_range(prefix):
                 for key, value in cursor:
-                    if not key.startswith(prefix):
+                    if not bytes(key).startswith(prefix):
                         break
-                    found[piece_number(key)] = value.decode()
+                    found[piece_number(bytes(key))] = bytes(value).decode()
         return found
 
     @contextmanager
@@ -340,7 +340,7 @@ class PieceStore:
 
     def _get_record(self, txn: lmdb.Transaction, task_id: str) -> Task | None:
         value = txn.get(task_key(task_id), db=self._tasks)
-        return None if value is None else _decode_record(value)
+        return None if value is None else _decode_record(bytes(value))
 
     def _touch(self, txn: lmdb.Transaction, task_id: str) -> None:
         now_ms = int(time.time() * 1000)
@@ -355,7 +355,7 @@ class PieceStore:
         cursor = txn.cursor(db=self._pieces)
         count = size = 0
         if cursor.set_range(prefix):
-            while cursor.key().startswith(prefix):
+            while bytes(cursor.key()).startswith(prefix):
                 count += 1
                 size += len(cursor.value())
                 if not cursor.next():
@@ -368,8 +368,8 @@ class PieceStore:
         freed = 0
         cursor = txn.cursor(db=self._pieces)
         if cursor.set_range(prefix):
-            while cursor.key().startswith(prefix):
-                key = cursor.key()
+            while bytes(cursor.key()).startswith(prefix):
+                key = bytes(cursor.key())
                 freed += len(cursor.value())
                 txn.delete(key, db=self._digests)
                 if not cursor.delete():
@@ -381,9 +381,9 @@ class PieceStore:
         """Task IDs no live process uses, least recently used first."""
         live = self._live_leases(txn)
         entries = [
-            (decode_u64(value), key.decode())
+            (decode_u64(value), bytes(key).decode())
             for key, value in txn.cursor(db=self._access)
-            if key.decode() not in live
+            if bytes(key).decode() not in live
         ]
         return [task_id for _, task_id in sorted(entries)]
 
@@ -392,7 +392,7 @@ class PieceStore:
         for key, value in txn.cursor(db=self._leases):
             pid = int.from_bytes(key[-4:], "big")
             if _process_start(pid) == decode_u64(value):
-                live.add(key[:-5].decode())
+                live.add(bytes(key[:-5]).decode())
         return live
 
 

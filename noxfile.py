@@ -1,0 +1,66 @@
+"""Everything a contributor runs, and what CI runs: ``nox -s tests`` and friends."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.default_venv_backend = "venv"
+
+PYTHON = "3.11"
+TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"]
+
+
+def install_compiled_wheel(session: nox.Session) -> None:
+    """Build the mypyc-compiled wheel and install it: tests run against the real build."""
+    dist = f"{session.create_tmp()}/dist"
+    for old in glob.glob(f"{dist}/*.whl"):
+        os.remove(old)
+    session.install("pip>=24", "wheel")
+    session.run("pip", "wheel", "--no-deps", "-w", dist, ".", silent=True)
+    (wheel,) = glob.glob(f"{dist}/dragonpy-*.whl")
+    session.install("--force-reinstall", "--no-deps", wheel)
+    session.install(wheel)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite, against the compiled wheel; installs the services it needs."""
+    session.run("bash", ".ci/install-services", external=True)
+    install_compiled_wheel(session)
+    session.install(*TEST_DEPS, "bcrypt", "cryptography", "pyjwt")
+    session.run(
+        "pytest", *session.posargs, env={"DRAGONPY_EXPECT_COMPILED": "1"}
+    )
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    session.env["DRAGONPY_PURE"] = "1"
+    session.install("-e", ".", *TEST_DEPS, "bcrypt", "cryptography", "pyjwt", "nox")
+    session.run("mypy", "--strict", "src", "tests")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Side-by-side benchmarks (see docs/benchmarks.md); needs nginx, curl, aria2c."""
+    session.run("bash", ".ci/install-services", "--bench", external=True)
+    install_compiled_wheel(session)
+    session.run("python", "benchmarks/get_throughput.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """Serve a generated file locally and fetch it cold, then warm, with dragonpy get."""
+    install_compiled_wheel(session)
+    session.run("python", "examples/get_demo.py", *session.posargs)
