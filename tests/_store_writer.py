@@ -26,19 +26,27 @@ from dragonpy._storage import PieceStore, StorePolicy, open_store
 
 KIB: Final = 1024
 MAX_PIECE_LENGTH: Final = 256 * KIB
-PIECES_PER_TASK: Final = 8
+SMALL_PIECE_LENGTH: Final = 4 * KIB
+PIECES_PER_TASK: Final = 16
 TASK_IDS: Final = [
     hashlib.sha256(f"crash-task-{index}".encode()).hexdigest() for index in range(4)
 ]
-#: Small enough that ``make_room`` evicts: the tasks can hold up to 8 MiB together.
-POLICY: Final = StorePolicy(capacity=4 * KIB * KIB, high=0.9, low=0.5)
+#: Small enough that ``make_room`` evicts: the tasks hold about 1 MiB together.
+POLICY: Final = StorePolicy(capacity=512 * KIB, high=0.9, low=0.5)
 READY: Final = "ready"
 
 
 def piece_length(task_id: str, number: int) -> int:
-    """Between 1 byte and 256 KiB, fixed for each (task, number)."""
+    """Between 1 byte and 256 KiB, fixed for each (task, number).
+
+    One piece in eight is large (up to 256 KiB), the others up to 4 KiB: small pieces
+    make short transactions, so a kill at a random instant often lands between two
+    store calls, or inside a commit, rather than while a large piece is hashed.
+    """
     seed = blake3.blake3(f"length:{task_id}/{number}".encode()).digest(length=4)
-    return 1 + int.from_bytes(seed, "big") % MAX_PIECE_LENGTH
+    value = int.from_bytes(seed, "big")
+    limit = MAX_PIECE_LENGTH if value % 8 == 0 else SMALL_PIECE_LENGTH
+    return 1 + (value >> 3) % limit
 
 
 def piece_bytes(task_id: str, number: int) -> bytes:
