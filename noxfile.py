@@ -15,7 +15,7 @@ TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"]
 
 
 def install_compiled_wheel(session: nox.Session) -> None:
-    """Build the mypyc-compiled wheel and install it: tests run against the real build."""
+    """Build the mypyc-compiled wheel and install it: tests run on the real build."""
     dist = f"{session.create_tmp()}/dist"
     for old in glob.glob(f"{dist}/*.whl"):
         os.remove(old)
@@ -28,13 +28,11 @@ def install_compiled_wheel(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole test suite, against the compiled wheel; installs the services it needs."""
+    """The whole test suite on the compiled wheel; installs the services it needs."""
     session.run("bash", ".ci/install-services", external=True)
     install_compiled_wheel(session)
     session.install(*TEST_DEPS, "bcrypt", "cryptography", "pyjwt")
-    session.run(
-        "pytest", *session.posargs, env={"DRAGONPY_EXPECT_COMPILED": "1"}
-    )
+    session.run("pytest", *session.posargs, env={"DRAGONPY_EXPECT_COMPILED": "1"})
 
 
 @nox.session(python=PYTHON)
@@ -61,6 +59,6 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
-    """Serve a generated file locally and fetch it cold, then warm, with dragonpy get."""
+    """Serve a generated file and fetch it cold, then warm, with dragonpy get."""
     install_compiled_wheel(session)
     session.run("python", "examples/get_demo.py", *session.posargs)

@@ -242,6 +242,11 @@ def round_order(items: Sequence[T], round_number: int) -> list[T]:
     return list(items) if round_number % 2 == 0 else list(reversed(items))
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load: other work on a 2-core box skews every figure."""
+    return " / ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
 def mb_per_s(size: int, seconds: float) -> float:
     return size / MB / max(seconds, 1e-9)
 

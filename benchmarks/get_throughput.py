@@ -30,6 +30,7 @@ from _origin import (
     BenchmarkError,
     check_output,
     ensure_test_file,
+    load_average,
     markdown_table,
     mb_per_s,
     median_and_best,
@@ -260,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     source_file = ensure_test_file(work / "www" / f"random-{args.size}.bin", args.size)
     env = cli_env()
     field_: list[Contender] = []
+    load_before = load_average()
     try:
         sha256 = sha256_of(source_file)
         with nginx_serving(source_file.parent) as base:
@@ -275,9 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The source file stays for the next benchmark; everything written goes.
         remove(work / "out", work / "store-cold", work / "store-warm")
 
+    print(
+        f"{args.runs} runs of {args.size} bytes, dragonpy at concurrency "
+        f"{args.concurrency}; MB/s = 10^6 bytes/s of wall time per process"
+    )
     print(table(field_, args.size))
     print()
     print(in_process_note(field_, args.size))
+    print(f"load average (1/5/15 min): {load_before} before, {load_average()} after")
     failures = [f"{c.name}: {c.error}" for c in field_ if c.error is not None]
     for failure in failures:
         print(f"get_throughput: {failure}", file=sys.stderr)

@@ -38,6 +38,7 @@ from _origin import (
     BenchmarkError,
     check_output,
     ensure_test_file,
+    load_average,
     markdown_table,
     mb_per_s,
     median_and_best,
@@ -214,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     work: Path = args.workdir
     source = ensure_test_file(work / "www" / f"random-{args.size}.bin", args.size)
+    load_before = load_average()
     try:
         sha256 = sha256_of(source)
         with nginx_serving(source.parent) as base:
@@ -238,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.concurrency}, {args.reads} cold 1 MiB reads, per piece length"
     )
     print(table(all_figures, args.size))
+    print(f"load average (1/5/15 min): {load_before} before, {load_average()} after")
     return 0
 
 

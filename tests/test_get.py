@@ -392,3 +392,12 @@ def test_sync_api_and_file_urls(origin_root: Path, out: Path, tmp_path: Path) ->
     )
     assert result.content_length == PIECES_BIN
     assert (out / "f").read_bytes() == (origin_root / "pieces.bin").read_bytes()
+
+
+def test_progress_bar_keeps_stdout_clean(nginx: str, out: Path, tmp_path: Path) -> None:
+    code, stdout, _ = get(
+        f"{nginx}/pieces.bin", "-O", str(out / "f"), "--store", str(tmp_path / "s"),
+        "--progress", "--json",
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads(stdout)["content_length"] == PIECES_BIN

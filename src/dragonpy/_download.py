@@ -142,7 +142,7 @@ class Downloader:
         try:
             with anyio.fail_after(timeout):
                 run = await self._prepare(request)
-                with self.store.lease(run.record.id):
+                async with _leased(self.store, run.record.id):
                     await output.open(run.record.content_length)
                     await run.fill(output, on_progress)
                     digest = await run.verify()
@@ -188,7 +188,7 @@ class Downloader:
         length = run.record.content_length
         last = length - 1 if end is None else end
         numbers = pieces_covering(length, run.record.piece_length, start, last)
-        with self.store.lease(run.record.id):
+        async with _leased(self.store, run.record.id):
             yield run.stream(numbers, start, last)
 
     async def _prepare(self, request: Download) -> _TaskRun:
@@ -449,6 +449,18 @@ class _Output:
             os.close(self._fd)
             self._fd = None
             self._partial.unlink(missing_ok=True)
+
+
+@asynccontextmanager
+async def _leased(store: PieceStore, task_id: str) -> AsyncIterator[None]:
+    """``store.lease`` with its transactions off the event loop."""
+    lease = store.lease(task_id)
+    await anyio.to_thread.run_sync(lease.__enter__)
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lease.__exit__, None, None, None)
 
 
 def _output_error(exc: OSError, path: Path) -> OutputError | DiskFull:

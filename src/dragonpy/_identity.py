@@ -56,7 +56,7 @@ DEFAULT_FILTERED_QUERY_PARAMS: Final = (
 _TASK_TYPE: Final = "STANDARD"
 
 # An OCI distribution blob URL, <scheme>://<host>/v2/<name>/blobs/<digest>[?query],
-# or an oci:// blob reference, oci://<host>/<name>@<digest> or .../<name>/blobs/<digest>.
+# or an oci:// blob reference: oci://<host>/<name>@<digest>, .../<name>/blobs/<digest>.
 _BLOB_URL: Final = re.compile(
     r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://[^/]+/v2/.+/blobs/([^/?#]+)"
     r"|oci://[^/]+/[^@?#]+(?:@|/blobs/)([^/?#]+)$)"

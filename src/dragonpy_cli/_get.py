@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 import attrs
 import click
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -137,12 +138,14 @@ def get(
 
 
 def _progress_bar() -> Progress:
+    # On stderr, so that stdout stays clean for --json.
     return Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
         transient=True,
     )
 
