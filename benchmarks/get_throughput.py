@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(in_process_note(field_, args.size))
     print(f"load average (1/5/15 min): {load_before} before, {load_average()} after")
-    failures = [f"{c.name}: {c.error}" for c in field_ if c.error is not None]
+    failures = [c.error for c in field_ if c.error is not None]
     for failure in failures:
         print(f"get_throughput: {failure}", file=sys.stderr)
     return 1 if failures else 0

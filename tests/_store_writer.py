@@ -21,7 +21,7 @@ from typing import Final
 
 import blake3
 
-from dragonpy import Piece, Task, piece_digest
+from dragonpy import Piece, StoreError, Task, piece_digest
 from dragonpy._storage import PieceStore, StorePolicy, open_store
 
 KIB: Final = 1024
@@ -70,7 +70,11 @@ def put_piece(store: PieceStore, task_id: str, number: int) -> None:
         store.put_task(task_record(task_id, "v0"))
     data = piece_bytes(task_id, number)
     piece = Piece(number, number * MAX_PIECE_LENGTH, len(data), piece_digest(data))
-    store.put_piece(task_id, piece, data)
+    try:
+        store.put_piece(task_id, piece, data)
+    except StoreError:
+        # Another writer evicted or removed the task since we recorded it.
+        return
 
 
 def write(directory: str, seed: int, operations: int | None) -> None:

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 import dragonpy
-from ._store_writer import POLICY, READY, TASK_IDS, piece_bytes
 from dragonpy import piece_digest
 from dragonpy._storage import open_store
+
+from ._store_writer import POLICY, READY, TASK_IDS, piece_bytes
 
 WRITER = Path(__file__).with_name("_store_writer.py")
 #: Where this process imports dragonpy from; writers import the same code.

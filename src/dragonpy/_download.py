@@ -141,8 +141,9 @@ class Downloader:
         started = time.monotonic()
         try:
             with anyio.fail_after(timeout):
-                run = await self._prepare(request)
-                async with _leased(self.store, run.record.id):
+                # Leased before it is recorded, so eviction never takes it midway.
+                async with _leased(self.store, request.task_id):
+                    run = await self._prepare(request)
                     await output.open(run.record.content_length)
                     await run.fill(output, on_progress)
                     digest = await run.verify()
@@ -184,11 +185,11 @@ class Downloader:
         Only the pieces that cover the range are fetched; they are stored, so later
         reads of the same pieces do not touch the origin.
         """
-        run = await self._prepare(request)
-        length = run.record.content_length
-        last = length - 1 if end is None else end
-        numbers = pieces_covering(length, run.record.piece_length, start, last)
-        async with _leased(self.store, run.record.id):
+        async with _leased(self.store, request.task_id):
+            run = await self._prepare(request)
+            length = run.record.content_length
+            last = length - 1 if end is None else end
+            numbers = pieces_covering(length, run.record.piece_length, start, last)
             yield run.stream(numbers, start, last)
 
     async def _prepare(self, request: Download) -> _TaskRun:

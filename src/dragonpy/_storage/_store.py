@@ -91,6 +91,8 @@ class StorePolicy:
     def __attrs_post_init__(self) -> None:
         if self.capacity <= 0:
             raise ValueError(f"store capacity must be positive, got {self.capacity}")
+        if self.task_ttl <= 0:
+            raise ValueError(f"task TTL must be positive, got {self.task_ttl}")
         if not 0 < self.low < self.high <= 1:
             raise ValueError(
                 f"watermarks need 0 < low < high <= 1, "
@@ -108,7 +110,7 @@ def open_store(
     """The store in directory ``path``, shared by everything in this process.
 
     LMDB forbids opening one environment twice in a process, so repeated calls return
-    the same store (with the policy of the first call).
+    the same store; a policy given in a later call replaces the earlier one.
     """
     directory = str(Path(path).resolve())
     with _open_lock:
@@ -116,6 +118,8 @@ def open_store(
         if store is None or store.closed:
             store = PieceStore(directory, policy or StorePolicy())
             _open_stores[directory] = store
+        elif policy is not None:
+            store.policy = policy
         return store
 
 
@@ -126,6 +130,8 @@ class PieceStore:
         self.directory = directory
         self.policy = policy
         self.closed = False
+        self._lease_counts: dict[str, int] = {}
+        self._lease_lock = threading.Lock()
         try:
             os.makedirs(directory, exist_ok=True)
             self._env = lmdb.open(
@@ -165,7 +171,7 @@ class PieceStore:
             self._touch(txn, record.id)
 
     def get_task(self, task_id: str) -> Task | None:
-        with self._env.begin() as txn:
+        with self._read() as txn:
             return self._get_record(txn, task_id)
 
     def mark_complete(self, task_id: str) -> None:
@@ -188,7 +194,7 @@ class PieceStore:
             return bool(txn.delete(task_key(task_id), db=self._tasks))
 
     def list_tasks(self) -> list[StoredTask]:
-        with self._env.begin() as txn:
+        with self._read() as txn:
             live = self._live_leases(txn)
             tasks = []
             for _, value in txn.cursor(db=self._tasks):
@@ -217,15 +223,18 @@ class PieceStore:
             )
         key = piece_key(task_id, piece.number)
         with self._write() as txn:
-            if txn.get(key, db=self._digests) is None:
-                self._add_total(txn, piece.length)
+            # Pieces without a task would be invisible to eviction: refuse them.
+            if txn.get(task_key(task_id), db=self._tasks) is None:
+                raise StoreError(f"task {task_id} is not in the store (evicted?)")
+            old = txn.get(key, db=self._pieces)
+            self._add_total(txn, piece.length - (0 if old is None else len(old)))
             txn.put(key, data, db=self._pieces)
             txn.put(key, piece.digest.encode(), db=self._digests)
 
     def stored_pieces(self, task_id: str) -> dict[int, str]:
         """The numbers and digests of the pieces held for a task."""
         prefix = piece_prefix(task_id)
-        with self._env.begin() as txn:
+        with self._read() as txn:
             cursor = txn.cursor(db=self._digests)
             found: dict[int, str] = {}
             if cursor.set_range(prefix):
@@ -238,26 +247,37 @@ class PieceStore:
     @contextmanager
     def read_piece(self, task_id: str, number: int) -> Iterator[memoryview | None]:
         """A zero-copy view of a piece's bytes, valid only inside the ``with``."""
-        with self._env.begin(buffers=True) as txn:
-            view = txn.get(piece_key(task_id, number), db=self._pieces)
-            yield view
+        with self._read() as txn:
+            yield txn.get(piece_key(task_id, number), db=self._pieces)
 
     # Capacity
 
     @contextmanager
     def lease(self, task_id: str) -> Iterator[None]:
-        """Keep a task from eviction while this process uses it."""
+        """Keep a task from eviction while this process uses it.
+
+        Leases nest: one row per process and task, removed when the last lease of
+        this process on the task ends.
+        """
         key = lease_key(task_id, os.getpid())
-        with self._write() as txn:
-            txn.put(key, encode_u64(_process_start(os.getpid())), db=self._leases)
+        with self._lease_lock:
+            self._lease_counts[task_id] = self._lease_counts.get(task_id, 0) + 1
+            if self._lease_counts[task_id] == 1:
+                with self._write() as txn:
+                    start = encode_u64(_process_start(os.getpid()))
+                    txn.put(key, start, db=self._leases)
         try:
             yield
         finally:
-            with self._write() as txn:
-                txn.delete(key, db=self._leases)
+            with self._lease_lock:
+                self._lease_counts[task_id] -= 1
+                if self._lease_counts[task_id] == 0:
+                    del self._lease_counts[task_id]
+                    with self._write() as txn:
+                        txn.delete(key, db=self._leases)
 
     def used_bytes(self) -> int:
-        with self._env.begin() as txn:
+        with self._read() as txn:
             return decode_u64(txn.get(_TOTAL_BYTES, db=self._totals))
 
     def make_room(self, incoming: int = 0) -> list[str]:
@@ -285,7 +305,8 @@ class PieceStore:
 
     def collect_garbage(self, now: float | None = None) -> list[str]:
         """Remove tasks unused for longer than the TTL, then enforce the watermarks."""
-        cutoff_ms = int(((now or time.time()) - self.policy.task_ttl) * 1000)
+        now = time.time() if now is None else now
+        cutoff_ms = int((now - self.policy.task_ttl) * 1000)
         expired = []
         with self._write() as txn:
             for task_id in self._eviction_order(txn):
@@ -295,11 +316,12 @@ class PieceStore:
                 txn.delete(task_key(task_id), db=self._tasks)
                 txn.delete(task_key(task_id), db=self._access)
                 expired.append(task_id)
+            self._delete_dead_leases(txn)
         return expired + self.make_room()
 
     def statistics(self) -> StoreStatistics:
         policy = self.policy
-        with self._env.begin() as txn:
+        with self._read() as txn:
             used = decode_u64(txn.get(_TOTAL_BYTES, db=self._totals))
             tasks = txn.stat(self._tasks)["entries"]
         return StoreStatistics(
@@ -323,9 +345,20 @@ class PieceStore:
     # Internals
 
     @contextmanager
+    def _read(self) -> Iterator[lmdb.Transaction]:
+        """A read transaction whose values are zero-copy views into the map."""
+        try:
+            with self._env.begin(buffers=True) as txn:
+                yield txn
+        except lmdb.Error as exc:
+            raise StoreError(
+                f"piece store read failed in {self.directory}: {exc}"
+            ) from exc
+
+    @contextmanager
     def _write(self) -> Iterator[lmdb.Transaction]:
         try:
-            with self._env.begin(write=True) as txn:
+            with self._env.begin(write=True, buffers=True) as txn:
                 yield txn
         except lmdb.MapFullError as exc:
             raise DiskFull(f"the piece store in {self.directory} is full") from exc
@@ -386,6 +419,16 @@ class PieceStore:
             if bytes(key).decode() not in live
         ]
         return [task_id for _, task_id in sorted(entries)]
+
+    def _delete_dead_leases(self, txn: lmdb.Transaction) -> None:
+        """Drop the lease rows of processes that died without releasing them."""
+        dead = [
+            bytes(key)
+            for key, value in txn.cursor(db=self._leases)
+            if _process_start(int.from_bytes(key[-4:], "big")) != decode_u64(value)
+        ]
+        for key in dead:
+            txn.delete(key, db=self._leases)
 
     def _live_leases(self, txn: lmdb.Transaction) -> set[str]:
         live = set()
