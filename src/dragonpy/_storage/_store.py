@@ -248,7 +248,8 @@ class PieceStore:
     def read_piece(self, task_id: str, number: int) -> Iterator[memoryview | None]:
         """A zero-copy view of a piece's bytes, valid only inside the ``with``."""
         with self._read() as txn:
-            yield txn.get(piece_key(task_id, number), db=self._pieces)
+            value = txn.get(piece_key(task_id, number), db=self._pieces)
+            yield None if value is None else memoryview(value)
 
     # Capacity
 
