@@ -5,18 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from dragonpy import (
     BackendOptions,
@@ -28,6 +21,9 @@ from dragonpy import (
 )
 
 from ._common import open_cli_store, reports_errors, store_options
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 def _parse_header(text: str) -> tuple[str, str]:
@@ -138,6 +134,16 @@ def get(
 
 
 def _progress_bar() -> Progress:
+    # Imported here: rich costs start-up time that quiet runs need not pay.
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     # On stderr, so that stdout stays clean for --json.
     return Progress(
         "[progress.description]{task.description}",

@@ -7,8 +7,6 @@ from urllib.parse import urlsplit
 
 from .._errors import UnsupportedURL
 from ._base import Backend, BackendOptions, Credentials, OriginStat
-from ._file import FileBackend
-from ._http import HttpBackend
 
 __all__ = [
     "Backend",
@@ -21,11 +19,26 @@ __all__ = [
 
 BackendFactory = Callable[[BackendOptions], Backend]
 
+
+# Backends are imported when first used: httpx alone takes a tenth of a second to
+# import, which a download served from the store never needs.
+def _http_backend(options: BackendOptions) -> Backend:
+    from ._http import HttpBackend
+
+    return HttpBackend(options)
+
+
+def _file_backend(options: BackendOptions) -> Backend:
+    from ._file import FileBackend
+
+    return FileBackend()
+
+
 _FACTORIES: dict[str, BackendFactory] = {
-    "http": HttpBackend,
-    "https": HttpBackend,
-    "oci": HttpBackend,
-    "file": lambda options: FileBackend(),
+    "http": _http_backend,
+    "https": _http_backend,
+    "oci": _http_backend,
+    "file": _file_backend,
 }
 
 
