@@ -51,10 +51,15 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Side-by-side benchmarks (see docs/benchmarks.md); needs nginx, curl, aria2c."""
+    """Side-by-side benchmarks on the compiled wheel (see docs/benchmarks.md).
+
+    ``nox -s bench`` runs get_throughput; ``nox -s bench -- piece_length --runs 3``
+    runs another script with its arguments.
+    """
     session.run("bash", ".ci/install-services", "--bench", external=True)
     install_compiled_wheel(session)
-    session.run("python", "benchmarks/get_throughput.py", *session.posargs)
+    script, *arguments = session.posargs or ["get_throughput"]
+    session.run("python", f"benchmarks/{script}.py", *arguments)
 
 
 @nox.session(python=PYTHON)

@@ -5,7 +5,7 @@ Times, in one run and in alternating order: ``curl``, ``aria2c`` with 8 connecti
 the file, so the origin must not be asked for any of it). Every contender is a real
 process, so dragonpy's interpreter start-up counts as curl's does.
 
-    /tmp/probe/bin/python benchmarks/get_throughput.py [--size 1GiB] [--runs 3]
+    nox -s bench -- get_throughput [--size 1GiB] [--runs 3]
 
 Prints a Markdown table; exits 1 if a contender fails or writes wrong bytes. The
 design's targets (cold >= 1.0x curl, warm >= cold) are reported, not asserted.
@@ -42,7 +42,6 @@ from _origin import (
     sha256_of,
 )
 
-SRC: Final = Path(__file__).resolve().parent.parent / "src"
 #: Far above any sane run at 1 GiB; only there so a hung contender cannot hang us.
 RUN_TIMEOUT: Final = 600.0
 
@@ -135,12 +134,9 @@ def contenders(source: Source, work: Path, concurrency: int) -> list[Contender]:
 
 
 def cli_env() -> dict[str, str]:
-    """This environment, with the repository's ``src`` first on the import path."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        part for part in (str(SRC), env.get("PYTHONPATH", "")) if part
-    )
-    return env
+    """This environment: the dragonpy it runs is the installed one, so that
+    ``nox -s bench`` measures the compiled wheel."""
+    return dict(os.environ)
 
 
 def run_once(contender: Contender, env: dict[str, str]) -> tuple[float, str]:

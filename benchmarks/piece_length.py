@@ -6,7 +6,7 @@ latency of a cold 1 MiB ``dragonpy.read_range`` at random offsets (fresh store e
 read, so the covering pieces always come from the origin). Longer pieces mean fewer
 requests and store transactions per GiB, but a small read fetches a whole piece.
 
-    PYTHONPATH=src /tmp/probe/bin/python benchmarks/piece_length.py [--runs 3]
+    nox -s bench -- piece_length [--runs 3]    (or: python benchmarks/piece_length.py)
 
 The piece length is forced by replacing ``piece_length_for`` where the downloader
 looks it up (``dragonpy._download`` imports it by name).

@@ -107,11 +107,11 @@ def test_killed_download_resumes_without_refetching(
     # The first run dies after its first piece is stored (SIGKILL, no clean-up).
     killer = (
         "import os, signal, dragonpy, dragonpy._download as d\n"
-        "store_piece = d._TaskRun._store_piece\n"
-        "def dying(self, piece, data):\n"
-        "    store_piece(self, piece, data)\n"
+        "keep = d._TaskRun._keep\n"
+        "def dying(self, piece, data, output):\n"
+        "    keep(self, piece, data, output)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "d._TaskRun._store_piece = dying\n"
+        "d._TaskRun._keep = dying\n"
         f"dragonpy.download_sync({url!r}, {str(out / 'f')!r}, store_dir={str(store)!r},"
         " concurrency=1)\n"
     )

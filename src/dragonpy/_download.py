@@ -313,7 +313,9 @@ class _TaskRun:
             if number in stored:
                 data = await anyio.to_thread.run_sync(self._read_stored, piece)
             else:
-                data = await self._fetch(piece)
+                data = bytearray(piece.length)
+                await self._fetch_into(piece, memoryview(data))
+                await anyio.to_thread.run_sync(self._keep, piece, data, None)
             low = max(start, piece.offset) - piece.offset
             high = min(last + 1, piece.end) - piece.offset
             yield bytes(memoryview(data)[low:high])
@@ -321,19 +323,19 @@ class _TaskRun:
     async def _fetch_worker(
         self, queue: Iterator[Piece], output: _Output, advance: Callable[[Piece], None]
     ) -> None:
+        # One buffer per worker, reused: a fresh allocation per piece would cost a
+        # page fault for every 4 KiB of it.
+        buffer = memoryview(bytearray(self.record.piece_length))
         for piece in queue:
-            data = await self._fetch(piece)
-            await anyio.to_thread.run_sync(output.write, piece.offset, data)
+            data = buffer[: piece.length]
+            await self._fetch_into(piece, data)
+            await anyio.to_thread.run_sync(self._keep, piece, data, output)
             advance(piece)
 
-    async def _fetch(self, piece: Piece) -> bytearray:
-        """Fetch a piece from the origin, digest it and store it."""
+    async def _fetch_into(self, piece: Piece, buffer: memoryview) -> None:
         assert self.backend is not None and self.stat is not None
-        buffer = bytearray(piece.length)
-        await self.backend.read_into(self.stat, piece.offset, memoryview(buffer))
-        await anyio.to_thread.run_sync(self._store_piece, piece, buffer)
+        await self.backend.read_into(self.stat, piece.offset, buffer)
         self.bytes_from_origin += piece.length
-        return buffer
 
     async def _fetch_sequentially(
         self, missing: list[Piece], output: _Output, advance: Callable[[Piece], None]
@@ -352,8 +354,7 @@ class _TaskRun:
                     data = pending[: piece.length]
                     del pending[: piece.length]
                     if piece.number in wanted:
-                        await anyio.to_thread.run_sync(self._store_piece, piece, data)
-                        await anyio.to_thread.run_sync(output.write, piece.offset, data)
+                        await anyio.to_thread.run_sync(self._keep, piece, data, output)
                         self.bytes_from_origin += piece.length
                         advance(piece)
                     piece = next(pieces, None)
@@ -364,9 +365,14 @@ class _TaskRun:
                 url=self.record.url,
             )
 
-    def _store_piece(self, piece: Piece, data: bytearray) -> None:
-        stored = Piece(piece.number, piece.offset, piece.length, piece_digest(data))
-        self.store.put_piece(self.record.id, stored, data)
+    def _keep(
+        self, piece: Piece, data: bytearray | memoryview, output: _Output | None
+    ) -> None:
+        """Digest and store a fetched piece, and write it to the output if any."""
+        digested = Piece(piece.number, piece.offset, piece.length, piece_digest(data))
+        self.store.put_piece(self.record.id, digested, data)
+        if output is not None:
+            output.write(piece.offset, data)
 
     def _copy_stored(self, piece: Piece, output: _Output) -> None:
         with self.store.read_piece(self.record.id, piece.number) as view:
