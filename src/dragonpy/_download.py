@@ -214,6 +214,7 @@ class Downloader:
         )
         await anyio.to_thread.run_sync(self.store.put_task, record)
         await anyio.to_thread.run_sync(self.store.make_room, stat.content_length)
+        await anyio.to_thread.run_sync(self.store.reserve, stat.content_length)
         return _TaskRun(self, backend, stat, record, request.expected_digest)
 
 
