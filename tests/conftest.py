@@ -36,6 +36,7 @@ def origin_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "empty.bin": 0,
         "small.bin": 1000,
         "pieces.bin": 3 * 4 * 1024 * 1024 + 12345,
+        "big.bin": 40 * 1024 * 1024 + 5,
     }.items():
         (root / name).write_bytes(os.urandom(size))
     return root

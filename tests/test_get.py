@@ -18,7 +18,9 @@ from dragonpy_cli._app import cli
 
 from .origin import TrickyOrigin, free_port, nginx_requests
 
-PIECES_BIN = 3 * 4 * 1024 * 1024 + 12345
+MIB = 1024 * 1024
+PIECES_BIN = 3 * 4 * MIB + 12345
+BIG_BIN = 40 * MIB + 5
 
 
 def get(*args: str) -> tuple[int, str, str]:
@@ -41,9 +43,9 @@ def out(tmp_path: Path) -> Path:
 def test_cold_download_fetches_pieces_in_parallel_ranges(
     nginx: str, nginx_dir: Path, origin_root: Path, out: Path, tmp_path: Path
 ) -> None:
-    before = len(nginx_requests(nginx_dir, "/pieces.bin"))
+    before = len(nginx_requests(nginx_dir, "/big.bin"))
     code, stdout, _ = get(
-        f"{nginx}/pieces.bin",
+        f"{nginx}/big.bin",
         "-O",
         str(out / "f"),
         "--store",
@@ -52,14 +54,20 @@ def test_cold_download_fetches_pieces_in_parallel_ranges(
     )
 
     assert code == 0
-    assert (out / "f").read_bytes() == (origin_root / "pieces.bin").read_bytes()
+    assert (out / "f").read_bytes() == (origin_root / "big.bin").read_bytes()
     result = json.loads(stdout)
-    assert result["bytes_from_origin"] == PIECES_BIN
-    assert result["piece_count"] == 4
-    requests = nginx_requests(nginx_dir, "/pieces.bin")[before:]
-    # One stat plus one range request per piece.
-    assert len(requests) == 5
-    assert all("bytes=" in line for line in requests)
+    assert result["bytes_from_origin"] == BIG_BIN
+    assert result["piece_count"] == 11
+    # The stat, then runs of up to four consecutive 4 MiB pieces per request.
+    ranges = sorted(
+        line.split()[2] for line in nginx_requests(nginx_dir, "/big.bin")[before:]
+    )
+    assert ranges == [
+        "bytes=0-0",
+        "bytes=0-16777215",
+        f"bytes={16 * MIB}-{32 * MIB - 1}",
+        f"bytes={32 * MIB}-{BIG_BIN - 1}",
+    ]
 
 
 def test_warm_download_does_not_touch_the_origin(
@@ -93,9 +101,10 @@ async def test_download_resumes_from_stored_pieces(
 
     result = await dragonpy.download(url, out / "f", store_dir=store)
 
-    assert result.bytes_from_store == 4 * 1024 * 1024
-    assert result.bytes_from_origin == PIECES_BIN - 4 * 1024 * 1024
-    assert len(nginx_requests(nginx_dir, "/pieces.bin")) - before == 1 + 3
+    assert result.bytes_from_store == 4 * MIB
+    assert result.bytes_from_origin == PIECES_BIN - 4 * MIB
+    # The stat, piece 0 alone, then pieces 2 and 3 together.
+    assert len(nginx_requests(nginx_dir, "/pieces.bin")) - before == 1 + 2
     assert (out / "f").read_bytes() == data
 
 
@@ -103,8 +112,8 @@ def test_killed_download_resumes_without_refetching(
     nginx: str, nginx_dir: Path, origin_root: Path, out: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "s"
-    url = f"{nginx}/pieces.bin"
-    # The first run dies after its first piece is stored (SIGKILL, no clean-up).
+    url = f"{nginx}/big.bin"
+    # The first run dies after its first run of pieces is stored (SIGKILL).
     killer = (
         "import os, signal, dragonpy, dragonpy._download as d\n"
         "keep = d._TaskRun._keep\n"
@@ -119,12 +128,13 @@ def test_killed_download_resumes_without_refetching(
     assert run.returncode == -9
     assert not (out / "f").exists()
 
-    before = len(nginx_requests(nginx_dir, "/pieces.bin"))
+    before = len(nginx_requests(nginx_dir, "/big.bin"))
     result = dragonpy.download_sync(url, out / "f", store_dir=store)
 
-    assert result.bytes_from_store == 4 * 1024 * 1024
-    assert len(nginx_requests(nginx_dir, "/pieces.bin")) - before == 1 + 3
-    assert (out / "f").read_bytes() == (origin_root / "pieces.bin").read_bytes()
+    assert result.bytes_from_store == 16 * MIB
+    assert result.bytes_from_origin == BIG_BIN - 16 * MIB
+    assert len(nginx_requests(nginx_dir, "/big.bin")) - before == 1 + 2
+    assert (out / "f").read_bytes() == (origin_root / "big.bin").read_bytes()
 
 
 def test_digest_is_verified(

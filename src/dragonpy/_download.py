@@ -49,6 +49,11 @@ DEFAULT_STORE_DIR: Final = Path(
     or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dragonpy"
 )
 _DIGEST_ALGORITHMS: Final = {"sha256": 64, "sha512": 128}
+# Consecutive missing pieces are fetched together, up to this many bytes per range
+# request (and stored in one transaction): pieces stay small for range reads and
+# peers, while bulk downloads pay per-request costs once per 16 MiB. See
+# docs/benchmarks.md (piece length).
+_FETCH_LENGTH: Final = 16 * 1024 * 1024
 
 
 @attrs.frozen
@@ -266,8 +271,8 @@ class _TaskRun:
             await self._fetch_sequentially(missing, output, advance)
             return
 
-        # Workers share one iterator: each takes the next missing piece in order.
-        queue = iter(missing)
+        # Workers share one iterator: each takes the next run of missing pieces.
+        queue = _runs(missing, max(1, _FETCH_LENGTH // self.record.piece_length))
         try:
             async with anyio.create_task_group() as group:
                 for _ in range(min(self.concurrency, len(missing))):
@@ -316,27 +321,32 @@ class _TaskRun:
             else:
                 data = bytearray(piece.length)
                 await self._fetch_into(piece, memoryview(data))
-                await anyio.to_thread.run_sync(self._keep, piece, data, None)
+                await anyio.to_thread.run_sync(self._keep, [piece], data, None)
             low = max(start, piece.offset) - piece.offset
             high = min(last + 1, piece.end) - piece.offset
             yield bytes(memoryview(data)[low:high])
 
     async def _fetch_worker(
-        self, queue: Iterator[Piece], output: _Output, advance: Callable[[Piece], None]
+        self,
+        queue: Iterator[list[Piece]],
+        output: _Output,
+        advance: Callable[[Piece], None],
     ) -> None:
-        # One buffer per worker, reused: a fresh allocation per piece would cost a
+        # One buffer per worker, reused: a fresh allocation per run would cost a
         # page fault for every 4 KiB of it.
-        buffer = memoryview(bytearray(self.record.piece_length))
-        for piece in queue:
-            data = buffer[: piece.length]
-            await self._fetch_into(piece, data)
-            await anyio.to_thread.run_sync(self._keep, piece, data, output)
-            advance(piece)
+        buffer = memoryview(bytearray(max(_FETCH_LENGTH, self.record.piece_length)))
+        for run in queue:
+            data = buffer[: run[-1].end - run[0].offset]
+            await self._fetch_into(run[0], data)
+            await anyio.to_thread.run_sync(self._keep, run, data, output)
+            for piece in run:
+                advance(piece)
 
-    async def _fetch_into(self, piece: Piece, buffer: memoryview) -> None:
+    async def _fetch_into(self, first: Piece, buffer: memoryview) -> None:
+        """Fill ``buffer`` from the origin, starting at the offset of ``first``."""
         assert self.backend is not None and self.stat is not None
-        await self.backend.read_into(self.stat, piece.offset, buffer)
-        self.bytes_from_origin += piece.length
+        await self.backend.read_into(self.stat, first.offset, buffer)
+        self.bytes_from_origin += len(buffer)
 
     async def _fetch_sequentially(
         self, missing: list[Piece], output: _Output, advance: Callable[[Piece], None]
@@ -355,7 +365,9 @@ class _TaskRun:
                     data = pending[: piece.length]
                     del pending[: piece.length]
                     if piece.number in wanted:
-                        await anyio.to_thread.run_sync(self._keep, piece, data, output)
+                        await anyio.to_thread.run_sync(
+                            self._keep, [piece], data, output
+                        )
                         self.bytes_from_origin += piece.length
                         advance(piece)
                     piece = next(pieces, None)
@@ -367,13 +379,21 @@ class _TaskRun:
             )
 
     def _keep(
-        self, piece: Piece, data: bytearray | memoryview, output: _Output | None
+        self, run: list[Piece], data: bytearray | memoryview, output: _Output | None
     ) -> None:
-        """Digest and store a fetched piece, and write it to the output if any."""
-        digested = Piece(piece.number, piece.offset, piece.length, piece_digest(data))
-        self.store.put_piece(self.record.id, digested, data)
+        """Digest and store consecutive fetched pieces, and write them to the output."""
+        view = memoryview(data)
+        start = run[0].offset
+        digested = []
+        for piece in run:
+            part = view[piece.offset - start : piece.end - start]
+            digest = piece_digest(part)
+            digested.append(
+                (Piece(piece.number, piece.offset, piece.length, digest), part)
+            )
+        self.store.put_pieces(self.record.id, digested)
         if output is not None:
-            output.write(piece.offset, data)
+            output.write(start, view)
 
     def _copy_stored(self, piece: Piece, output: _Output) -> None:
         with self.store.read_piece(self.record.id, piece.number) as view:
@@ -476,6 +496,18 @@ def _output_error(exc: OSError, path: Path) -> OutputError | DiskFull:
         return DiskFull(f"no space left on the device of {path}")
     reason = exc.strerror or str(exc)
     return OutputError(f"cannot write {path}: {reason}")
+
+
+def _runs(pieces: list[Piece], longest: int) -> Iterator[list[Piece]]:
+    """Split pieces into runs of consecutive numbers, at most ``longest`` long."""
+    run: list[Piece] = []
+    for piece in pieces:
+        if run and (len(run) == longest or piece.number != run[-1].number + 1):
+            yield run
+            run = []
+        run.append(piece)
+    if run:
+        yield run
 
 
 def _first_error(group: BaseExceptionGroup[DragonpyError]) -> DragonpyError:

@@ -9,6 +9,7 @@ failures are retried with exponential backoff. Piece bodies take the fast path i
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -45,12 +46,18 @@ T = TypeVar("T")
 
 def make_ssl_context(options: BackendOptions) -> ssl.SSLContext:
     """TLS settings shared by httpx and the range reader: verification on by default."""
-    if not options.verify_tls:
+    return _ssl_context(options.verify_tls, options.ca_file)
+
+
+# Loading the CA bundle takes tens of milliseconds: do it once per process and setting.
+@functools.cache
+def _ssl_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
+    if not verify:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    return ssl.create_default_context(cafile=options.ca_file)
+    return ssl.create_default_context(cafile=ca_file)
 
 
 class HttpBackend(Backend):

@@ -24,7 +24,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
@@ -52,6 +52,8 @@ _TOTAL_BYTES: Final = b"bytes"
 _MAP_SIZE: Final = 1024 * GIB
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+
+Buffer = bytes | bytearray | memoryview
 
 
 @attrs.frozen
@@ -214,23 +216,28 @@ class PieceStore:
 
     # Pieces
 
-    def put_piece(
-        self, task_id: str, piece: Piece, data: bytes | bytearray | memoryview
-    ) -> None:
+    def put_piece(self, task_id: str, piece: Piece, data: Buffer) -> None:
         """Store a verified piece: its bytes and digest in one transaction."""
-        if len(data) != piece.length:
-            raise StoreError(
-                f"piece {piece.number} has {len(data)} bytes, not {piece.length}"
-            )
-        key = piece_key(task_id, piece.number)
+        self.put_pieces(task_id, [(piece, data)])
+
+    def put_pieces(self, task_id: str, pieces: Sequence[tuple[Piece, Buffer]]) -> None:
+        """Store several verified pieces of a task in one transaction."""
+        for piece, data in pieces:
+            if len(data) != piece.length:
+                raise StoreError(
+                    f"piece {piece.number} has {len(data)} bytes, not {piece.length}"
+                )
+
         with self._write() as txn:
             # Pieces without a task would be invisible to eviction: refuse them.
             if txn.get(task_key(task_id), db=self._tasks) is None:
                 raise StoreError(f"task {task_id} is not in the store (evicted?)")
-            old = txn.get(key, db=self._pieces)
-            self._add_total(txn, piece.length - (0 if old is None else len(old)))
-            txn.put(key, data, db=self._pieces)
-            txn.put(key, piece.digest.encode(), db=self._digests)
+            for piece, data in pieces:
+                key = piece_key(task_id, piece.number)
+                old = txn.get(key, db=self._pieces)
+                self._add_total(txn, piece.length - (0 if old is None else len(old)))
+                txn.put(key, data, db=self._pieces)
+                txn.put(key, piece.digest.encode(), db=self._digests)
 
     def stored_pieces(self, task_id: str) -> dict[int, str]:
         """The numbers and digests of the pieces held for a task."""
