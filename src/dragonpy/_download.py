@@ -2,19 +2,18 @@
 
 One ``Downloader`` per process owns the backends and the store. A download runs in
 steps: identify the task, ask the origin (unless the store holds it complete), plan
-the pieces, fetch the missing ones in parallel (each digested, stored and written to
-the output in one worker-thread call), check the whole content's digest, then move
-the output into place. A failure leaves no file under the final name; the pieces
-already stored stay, so running the same download again resumes.
+the pieces, fetch the missing ones in parallel (consecutive pieces share one range
+request; each run of them is digested piece by piece, stored in one transaction and
+written to the output in one worker-thread call), check the whole content's digest,
+then move the output into place. A failure leaves no file under the final name; the
+pieces already stored stay, so running the same download again resumes.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -28,14 +27,13 @@ import attrs
 from ._backends import Backend, BackendOptions, Backends, OriginStat
 from ._errors import (
     DigestMismatch,
-    DiskFull,
     DownloadTimeout,
     DragonpyError,
     OriginProtocolError,
-    OutputError,
     StoreError,
 )
 from ._identity import DEFAULT_FILTERED_QUERY_PARAMS, blob_digest, task_id
+from ._output import OutputFile
 from ._pieces import Piece, piece_digest, piece_length_for, pieces_covering, plan_pieces
 from ._storage import PieceStore, StorePolicy, open_store
 from ._task import Task
@@ -142,7 +140,7 @@ class Downloader:
         on_progress: ProgressCallback | None = None,
     ) -> DownloadResult:
         """Download ``request`` to ``path``; see the module docstring for the steps."""
-        output = _Output(Path(path))
+        output = OutputFile(Path(path))
         started = time.monotonic()
         try:
             with anyio.fail_after(timeout):
@@ -244,8 +242,10 @@ class _TaskRun:
         self.bytes_from_origin = 0
         self.bytes_from_store = 0
 
-    async def fill(self, output: _Output, on_progress: ProgressCallback | None) -> None:
-        """Put every piece into ``output``: stored ones copied, missing ones fetched."""
+    async def fill(
+        self, output: OutputFile, on_progress: ProgressCallback | None
+    ) -> None:
+        """Put every piece into ``output``: stored ones copied, others fetched."""
         stored = await anyio.to_thread.run_sync(
             self.store.stored_pieces, self.record.id
         )
@@ -329,7 +329,7 @@ class _TaskRun:
     async def _fetch_worker(
         self,
         queue: Iterator[list[Piece]],
-        output: _Output,
+        output: OutputFile,
         advance: Callable[[Piece], None],
     ) -> None:
         # One buffer per worker, reused: a fresh allocation per run would cost a
@@ -349,7 +349,7 @@ class _TaskRun:
         self.bytes_from_origin += len(buffer)
 
     async def _fetch_sequentially(
-        self, missing: list[Piece], output: _Output, advance: Callable[[Piece], None]
+        self, missing: list[Piece], output: OutputFile, advance: Callable[[Piece], None]
     ) -> None:
         """One streamed body for origins that ignore ``Range``."""
         assert self.backend is not None and self.stat is not None
@@ -379,7 +379,7 @@ class _TaskRun:
             )
 
     def _keep(
-        self, run: list[Piece], data: bytearray | memoryview, output: _Output | None
+        self, run: list[Piece], data: bytearray | memoryview, output: OutputFile | None
     ) -> None:
         """Digest and store consecutive fetched pieces, and write them to the output."""
         view = memoryview(data)
@@ -395,7 +395,7 @@ class _TaskRun:
         if output is not None:
             output.write(start, view)
 
-    def _copy_stored(self, piece: Piece, output: _Output) -> None:
+    def _copy_stored(self, piece: Piece, output: OutputFile) -> None:
         with self.store.read_piece(self.record.id, piece.number) as view:
             if view is None:
                 raise StoreError(f"piece {piece.number} of {self.record.id} vanished")
@@ -419,66 +419,6 @@ class _TaskRun:
         return content.hexdigest()
 
 
-class _Output:
-    """The output file: written under a temporary name, renamed when complete."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path.absolute()
-        self._partial = self.path.with_name(
-            f".{self.path.name}.{secrets.token_hex(4)}.dragonpy-partial"
-        )
-        self._fd: int | None = None
-
-    async def open(self, length: int) -> None:
-        await anyio.to_thread.run_sync(self._open, length)
-
-    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        assert self._fd is not None
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.pwrite(self._fd, view, offset)
-                view, offset = view[written:], offset + written
-        except OSError as exc:
-            raise _output_error(exc, self.path) from exc
-
-    async def commit(self) -> None:
-        await anyio.to_thread.run_sync(self._commit)
-
-    async def discard(self) -> None:
-        """Close and delete the partial file, if the download did not commit it."""
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._discard)
-
-    def _open(self, length: int) -> None:
-        if self.path.is_dir():
-            raise OutputError(f"output path {self.path} is a directory")
-        try:
-            self._fd = os.open(
-                self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644
-            )
-            if length:
-                # Reserve the space now: a full disk fails fast, not after the transfer.
-                os.posix_fallocate(self._fd, 0, length)
-        except OSError as exc:
-            raise _output_error(exc, self.path) from exc
-
-    def _commit(self) -> None:
-        assert self._fd is not None
-        os.close(self._fd)
-        self._fd = None
-        try:
-            os.replace(self._partial, self.path)
-        except OSError as exc:
-            raise _output_error(exc, self.path) from exc
-
-    def _discard(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-            self._partial.unlink(missing_ok=True)
-
-
 @asynccontextmanager
 async def _leased(store: PieceStore, task_id: str) -> AsyncIterator[None]:
     """``store.lease`` with its transactions off the event loop."""
@@ -489,13 +429,6 @@ async def _leased(store: PieceStore, task_id: str) -> AsyncIterator[None]:
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(lease.__exit__, None, None, None)
-
-
-def _output_error(exc: OSError, path: Path) -> OutputError | DiskFull:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull(f"no space left on the device of {path}")
-    reason = exc.strerror or str(exc)
-    return OutputError(f"cannot write {path}: {reason}")
 
 
 def _runs(pieces: list[Piece], longest: int) -> Iterator[list[Piece]]:

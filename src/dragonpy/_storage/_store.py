@@ -45,6 +45,7 @@ from ._keys import (
     piece_prefix,
     task_key,
 )
+from ._malloc import keep_write_buffers
 
 GIB: Final = 1024**3
 _TOTAL_BYTES: Final = b"bytes"
@@ -135,6 +136,7 @@ class PieceStore:
         self.closed = False
         self._lease_counts: dict[str, int] = {}
         self._lease_lock = threading.Lock()
+        keep_write_buffers()
         try:
             os.makedirs(directory, exist_ok=True)
             self._env = lmdb.open(
