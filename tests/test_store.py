@@ -724,3 +724,10 @@ def _prop_task(task_id: str, validator: int) -> Task:
         piece_length=1500,
         validator=f"v{validator}",
     )
+
+
+def test_the_allocator_keeps_write_buffers_on_glibc() -> None:
+    from dragonpy._storage._malloc import keep_write_buffers
+
+    expected = platform.libc_ver()[0] == "glibc"
+    assert keep_write_buffers() is expected
