@@ -411,3 +411,21 @@ def test_progress_bar_keeps_stdout_clean(nginx: str, out: Path, tmp_path: Path) 
     )  # fmt: skip
     assert code == 0
     assert json.loads(stdout)["content_length"] == PIECES_BIN
+
+
+def test_two_processes_share_one_store(
+    nginx: str, origin_root: Path, out: Path, tmp_path: Path
+) -> None:
+    store = str(tmp_path / "s")
+    command = [sys.executable, "-m", "dragonpy_cli", "get", f"{nginx}/big.bin"]
+    first = subprocess.Popen([*command, "-O", str(out / "a"), "--store", store])
+    second = subprocess.Popen([*command, "-O", str(out / "b"), "--store", store])
+
+    assert first.wait(timeout=60) == 0
+    assert second.wait(timeout=60) == 0
+    data = (origin_root / "big.bin").read_bytes()
+    assert (out / "a").read_bytes() == data
+    assert (out / "b").read_bytes() == data
+    (task,) = dragonpy.open_store(store).list_tasks()
+    assert task.task.complete
+    assert task.stored_bytes == BIG_BIN
