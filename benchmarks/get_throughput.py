@@ -55,8 +55,11 @@ class Contender:
     output: Path
     #: dragonpy's store directory.
     store: Path | None = None
-    #: Whether the store is emptied before each run (cold) or kept (warm).
+    #: Whether the store directory is deleted before each run (cold, first use).
     fresh_store: bool = False
+    #: Whether the store's tasks are removed before each run, keeping its files
+    #: (cold, as on a node whose store has been in use).
+    emptied_store: bool = False
     #: For dragonpy: how many bytes ``--json`` must say came from the origin.
     from_origin: int | None = None
     seconds: list[float] = field(default_factory=list)
@@ -105,6 +108,7 @@ def contenders(source: Source, work: Path, concurrency: int) -> list[Contender]:
     out = work / "out"
     aria2 = out / "aria2c.bin"
     cold_store, warm_store = work / "store-cold", work / "store-warm"
+    used_store = work / "store-used"
     aria2_argv = ["aria2c", "-x", "8", "-s", "8", "-k", "1M"]
     aria2_argv += ["--file-allocation=none", "--allow-overwrite=true"]
     aria2_argv += ["-d", str(aria2.parent), "-o", aria2.name, "-q", source.url]
@@ -124,6 +128,14 @@ def contenders(source: Source, work: Path, concurrency: int) -> list[Contender]:
             from_origin=source.size,
         ),
         Contender(
+            "dragonpy get (cold, used store)",
+            dragonpy_argv(source.url, out / "used.bin", used_store, concurrency),
+            out / "used.bin",
+            store=used_store,
+            emptied_store=True,
+            from_origin=source.size,
+        ),
+        Contender(
             "dragonpy get (warm)",
             dragonpy_argv(source.url, out / "warm.bin", warm_store, concurrency),
             out / "warm.bin",
@@ -139,11 +151,19 @@ def cli_env() -> dict[str, str]:
     return dict(os.environ)
 
 
+def empty_store(store: Path, env: dict[str, str]) -> None:
+    """Remove every task from a store, as ``dragonpy cache rm --all`` does."""
+    command = [sys.executable, "-m", "dragonpy_cli", "cache", "rm", "--all"]
+    subprocess.run([*command, "--store", str(store)], env=env, check=True)
+
+
 def run_once(contender: Contender, env: dict[str, str]) -> tuple[float, str]:
     """Time one run from a clean, flushed state; returns seconds and stdout."""
     remove(contender.output)
     if contender.fresh_store and contender.store is not None:
         remove(contender.store)
+    if contender.emptied_store and contender.store is not None:
+        empty_store(contender.store, env)
     settle()
     started = time.perf_counter()
     done = subprocess.run(
@@ -179,13 +199,13 @@ def check_run(contender: Contender, stdout: str, source: Source) -> None:
     contender.reported.append(float(result["duration"]))
 
 
-def prime_warm_store(warm: Contender, source: Source, env: dict[str, str]) -> None:
-    """Fill the warm contender's store with one untimed download."""
+def prime_store(contender: Contender, source: Source, env: dict[str, str]) -> None:
+    """Fill a contender's store with one untimed download."""
     priming = Contender(
-        "dragonpy get (priming the warm store)",
-        warm.argv,
-        warm.output,
-        store=warm.store,
+        f"{contender.name}, priming its store",
+        contender.argv,
+        contender.output,
+        store=contender.store,
         fresh_store=True,
         from_origin=source.size,
     )
@@ -264,14 +284,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = Source(f"{base}/{source_file.name}", args.size, sha256)
             field_ = contenders(source, work, args.concurrency)
             (work / "out").mkdir(parents=True, exist_ok=True)
-            prime_warm_store(field_[-1], source, env)
+            for contender in field_:
+                if contender.store is not None and not contender.fresh_store:
+                    prime_store(contender, source, env)
             run_rounds(field_, source, args.runs, env)
     except (BenchmarkError, subprocess.TimeoutExpired) as exc:
         print(f"get_throughput: {exc}", file=sys.stderr)
         return 1
     finally:
         # The source file stays for the next benchmark; everything written goes.
-        remove(work / "out", work / "store-cold", work / "store-warm")
+        remove(work / "out", work / "store-cold", work / "store-used")
+        remove(work / "store-warm")
 
     print(
         f"{args.runs} runs of {args.size} bytes, dragonpy at concurrency "
