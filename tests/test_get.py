@@ -364,7 +364,20 @@ def test_full_disk(nginx: str, tmp_path: Path) -> None:
         assert code == dragonpy.DiskFull.exit_code
         assert "no space left" in stderr
         assert os.listdir(small) == []
+
+        # The store's disk full: refused before the transfer, nothing left behind.
+        code, _, stderr = get(
+            f"{nginx}/pieces.bin",
+            "-O",
+            str(tmp_path / "f"),
+            "--store",
+            str(small / "store"),
+        )
+        assert code == dragonpy.DiskFull.exit_code
+        assert "no space left for the piece store" in stderr
+        assert not (tmp_path / "f").exists()
     finally:
+        dragonpy.open_store(small / "store").close()
         subprocess.run(["umount", str(small)], check=True)
 
 
