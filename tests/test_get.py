@@ -442,3 +442,21 @@ def test_two_processes_share_one_store(
     (task,) = dragonpy.open_store(store).list_tasks()
     assert task.task.complete
     assert task.stored_bytes == BIG_BIN
+
+
+def test_one_log_line_per_download(
+    nginx: str, out: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="dragonpy.download")
+    store = tmp_path / "s"
+    dragonpy.download_sync(f"{nginx}/small.bin", out / "a", store_dir=store)
+    secret = nginx.replace("http://", "http://alice:secret-pw@")
+    with pytest.raises(dragonpy.OriginStatusError):
+        dragonpy.download_sync(f"{secret}/missing.bin", out / "b", store_dir=store)
+
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2
+    assert lines[0].startswith("download task succeeded task_id=")
+    assert lines[1].startswith("download task failed task_id=")
+    assert "404" in lines[1]
+    assert "secret-pw" not in lines[1]

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.to_thread
@@ -153,9 +154,14 @@ class Downloader:
                     await output.commit()
                     await run.finish()
         except TimeoutError as exc:
-            raise DownloadTimeout(
+            error = DownloadTimeout(
                 f"download did not finish within {timeout} s; raise --timeout"
-            ) from exc
+            )
+            _log_failure(request, error)
+            raise error from exc
+        except DragonpyError as exc:
+            _log_failure(request, exc)
+            raise
         finally:
             await output.discard()
 
@@ -417,6 +423,23 @@ class _TaskRun:
                     )
                 content.update(view)
         return content.hexdigest()
+
+
+def _log_failure(request: Download, error: DragonpyError) -> None:
+    logger.info(
+        "download task failed task_id=%s url=%s reason=%s",
+        request.task_id,
+        _without_credentials(request.url),
+        error,
+    )
+
+
+def _without_credentials(url: str) -> str:
+    """The URL with any ``user:password@`` removed: credentials are never logged."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 @asynccontextmanager
