@@ -16,7 +16,9 @@ that ``dragonpy`` uses for it, so scripts can tell conditions apart::
     ├── OutputError                   11   the output path cannot be written
     ├── DiskFull                      12   no space left for the output or the store
     ├── StoreError                    13   the piece store is unusable
-    └── DownloadTimeout               14   the whole download exceeded its deadline
+    ├── DownloadTimeout               14   the whole download exceeded its deadline
+    ├── TransportError                15   a parent peer unreachable or misbehaving
+    └── PieceNotFound                 16   a parent peer does not hold the piece
 
 Foreign exceptions (httpx, OSError, lmdb) are translated where they are caught, with
 the original chained as ``__cause__``.
@@ -94,3 +96,24 @@ class StoreError(DragonpyError):
 
 class DownloadTimeout(DragonpyError):
     exit_code = 14
+
+
+class TransportError(DragonpyError):
+    """A parent peer could not be reached, or broke the piece protocol."""
+
+    exit_code = 15
+
+    def __init__(self, message: str, *, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class PieceNotFound(DragonpyError):
+    """A parent peer does not hold that piece (or does not know the task)."""
+
+    exit_code = 16
+
+    def __init__(self, message: str, *, task_id: str = "", number: int = -1) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.number = number

@@ -261,6 +261,24 @@ class PieceStore:
             value = txn.get(piece_key(task_id, number), db=self._pieces)
             yield None if value is None else memoryview(value)
 
+    @contextmanager
+    def read_verified_piece(
+        self, task_id: str, number: int
+    ) -> Iterator[tuple[Piece, memoryview] | None]:
+        """A stored piece with its place and digest, and a zero-copy view of its
+        bytes, from one consistent snapshot; valid only inside the ``with``."""
+        key = piece_key(task_id, number)
+        with self._read() as txn:
+            record = self._get_record(txn, task_id)
+            digest = txn.get(key, db=self._digests)
+            value = txn.get(key, db=self._pieces)
+            if record is None or digest is None or value is None:
+                yield None
+                return
+            offset = number * record.piece_length
+            piece = Piece(number, offset, len(value), bytes(digest).decode())
+            yield piece, memoryview(value)
+
     # Capacity
 
     @contextmanager
