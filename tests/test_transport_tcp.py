@@ -28,7 +28,9 @@ from dragonpy import PieceStore
 from dragonpy._pieces import Piece, piece_digest
 from dragonpy._task import Task
 from dragonpy._transport._base import PieceNotFound, TransportError
-from dragonpy._transport._tcp import (
+from dragonpy._transport._tcp import TcpPieceClient, TcpPieceServer
+from dragonpy._transport._tcp._client import _ClientOptions, read_response
+from dragonpy._transport._tcp._wire import (
     CAP_ZSTD,
     ERROR,
     FLAG_ZSTD,
@@ -41,12 +43,8 @@ from dragonpy._transport._tcp import (
     VERSION,
     ErrorCode,
     FrameType,
-    TcpPieceClient,
-    TcpPieceServer,
-    _ClientOptions,
     encode_frame,
     encode_get,
-    read_response,
 )
 
 pytestmark = pytest.mark.anyio
@@ -313,7 +311,7 @@ async def test_fatal_input_gets_error_then_close(
             assert read_error(sock)[1] == ErrorCode[code]
             assert at_eof(sock)
 
-    caplog.set_level(logging.DEBUG, logger="dragonpy._transport._tcp")
+    caplog.set_level(logging.DEBUG, logger="dragonpy.transport.tcp")
     async with running(TcpPieceServer(store)) as port:
         await in_thread(lambda: misbehave(port))
         await assert_serves(port, data)

@@ -29,7 +29,7 @@ from ._base import Credentials
 
 __all__ = ["RegistryAuth"]
 
-_log = logging.getLogger(__name__)
+logger = logging.getLogger("dragonpy.backends")
 
 #: Lifetime assumed when the token response names none (Docker token spec).
 _DEFAULT_EXPIRES_IN = 60.0
@@ -349,13 +349,13 @@ class RegistryAuth(httpx.Auth):
         self, challenge: _Challenge, origin_request: httpx.Request
     ) -> Generator[_Step, httpx.Response, _Token | None]:
         """Ask the realm for a token; None when it refuses or answers garbage."""
-        _log.debug(
+        logger.debug(
             "fetching registry token from %s for %s", challenge.realm, challenge.scopes
         )
         response = yield self._token_request(challenge, origin_request), True
         token = _parse_token(response, self._clock())
         if token is None:
-            _log.debug("token endpoint %s gave no token", challenge.realm)
+            logger.debug("token endpoint %s gave no token", challenge.realm)
             return None
         with self._lock:
             self._tokens[challenge] = token

@@ -36,7 +36,7 @@ from .._pieces import MIB, Piece
 from .._storage import PieceStore
 from ._base import PieceClient, PieceNotFound, PieceServer, TransportError
 
-logger = logging.getLogger("dragonpy.transport")
+logger = logging.getLogger("dragonpy.transport.http")
 
 OFFSET_HEADER: Final = "X-Dragonpy-Piece-Offset"
 DIGEST_HEADER: Final = "X-Dragonpy-Piece-Digest"

@@ -1,0 +1,456 @@
+"""The ``tcp`` transport's server: answers GET frames from the piece store."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import attrs
+import zstandard
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ..._errors import StoreError
+from ..._pieces import Piece
+from ..._storage import PieceStore
+from .._base import PieceServer
+from ._wire import (
+    CAP_ZSTD,
+    FLAG_ZSTD,
+    GET,
+    HEADER,
+    HELLO,
+    HELLO_ACK,
+    LINGER,
+    MAGIC,
+    MAX_REQUEST_BODY,
+    MIN_COMPRESS,
+    PIECE,
+    SEND_THREADS,
+    VERSION,
+    ErrorCode,
+    FrameType,
+    encode_error,
+    encode_frame,
+    send_all,
+)
+
+logger = logging.getLogger("dragonpy.transport.tcp")
+
+# The server
+
+
+@attrs.frozen
+class TcpServerStatistics:
+    connections_accepted: int
+    connections_open: int
+    connections_refused: int
+    pieces_sent: int
+    pieces_compressed: int
+    bytes_sent: int
+
+
+@attrs.frozen
+class _Get:
+    request_id: int
+    task_id: str
+    number: int
+
+
+@attrs.frozen
+class _Raw:
+    frame: bytes
+
+
+_Reply = _Get | _Raw
+
+
+class _Fatal(Exception):
+    """A request the connection cannot recover from: answer, then close."""
+
+    def __init__(self, code: ErrorCode, message: str, request_id: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+
+
+class _BadRequest(Exception):
+    """A malformed request inside a well-formed frame: answer it and go on."""
+
+
+class _Closed(Exception):
+    """The peer went away, or fell silent for too long."""
+
+
+class TcpPieceServer(PieceServer):
+    """Serves a store's pieces over the ``tcp`` protocol."""
+
+    name = "tcp"
+
+    def __init__(
+        self,
+        store: PieceStore,
+        *,
+        max_connections: int = 256,
+        max_in_flight: int = 16,
+        idle_timeout: float = 60.0,
+        compression: bool = True,
+        compression_level: int = 3,
+    ) -> None:
+        super().__init__(store)
+        self.max_connections = max_connections
+        self.max_in_flight = max_in_flight
+        self.idle_timeout = idle_timeout
+        self.capabilities = CAP_ZSTD if compression else 0
+        self.compression_level = compression_level
+        self._send_threads = anyio.CapacityLimiter(SEND_THREADS)
+        self._accepted = self._open = self._refused = 0
+        self._pieces = self._compressed = self._bytes = 0
+
+    def statistics(self) -> TcpServerStatistics:
+        return TcpServerStatistics(
+            connections_accepted=self._accepted,
+            connections_open=self._open,
+            connections_refused=self._refused,
+            pieces_sent=self._pieces,
+            pieces_compressed=self._compressed,
+            bytes_sent=self._bytes,
+        )
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        listener = await _listen(host, port)
+        try:
+            async with anyio.create_task_group() as task_group:
+                task_status.started(listener.getsockname()[1])
+                while True:
+                    sock, peer = await _accept(listener)
+                    self._accepted += 1
+                    if self._open >= self.max_connections:
+                        self._refused += 1
+                        task_group.start_soon(_refuse, sock, peer)
+                    else:
+                        self._open += 1
+                        task_group.start_soon(self._serve_connection, sock, peer)
+        finally:
+            listener.close()
+
+    async def _serve_connection(self, sock: socket.socket, peer: str) -> None:
+        try:
+            await _ServerConnection(self, sock, peer).run()
+        except Exception:
+            # A bug here must not take the listener down with it.
+            logger.exception("tcp: connection from %s failed", peer)
+        finally:
+            self._open -= 1
+            await _close_gracefully(sock)
+
+    def _record(self, sent: int, compressed: bool | None) -> None:
+        self._bytes += sent
+        if compressed is not None:
+            self._pieces += 1
+            self._compressed += compressed
+
+
+class _ServerConnection:
+    """One client connection: a reader task feeds replies to a writer task."""
+
+    def __init__(self, server: TcpPieceServer, sock: socket.socket, peer: str) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer = peer
+        self.compress = False
+        self.in_flight = 0
+        self.finished = False
+
+    async def run(self) -> None:
+        send, receive = anyio.create_memory_object_stream[_Reply](
+            self.server.max_in_flight
+        )
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(self._shutdown_on_cancel)
+            task_group.start_soon(self._write_replies, receive, task_group.cancel_scope)
+            await self._read_requests(send)
+
+    async def _shutdown_on_cancel(self) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            # Wakes a writer thread blocked on a slow peer, so cancelling ``serve``
+            # ends every connection at once; shutdown keeps the descriptor valid.
+            if not self.finished:
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
+
+    # Reading
+
+    async def _read_requests(self, replies: MemoryObjectSendStream[_Reply]) -> None:
+        async with replies:
+            try:
+                await self._hello(replies)
+                while await self._read_request(replies):
+                    pass
+            except _Closed as exc:
+                logger.debug("tcp: closing connection from %s: %s", self.peer, exc)
+            except _Fatal as exc:
+                logger.debug("tcp: protocol error from %s: %s", self.peer, exc)
+                error = encode_error(exc.request_id, exc.code, str(exc))
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    await replies.send(_Raw(error))
+            except anyio.BrokenResourceError:
+                # The writer stopped: the connection is broken already.
+                pass
+
+    async def _hello(self, replies: MemoryObjectSendStream[_Reply]) -> None:
+        try:
+            kind, request_id, body = await self._read_frame()
+        except EOFError:
+            raise _Closed("closed before HELLO") from None
+        if kind != FrameType.HELLO or len(body) < HELLO.size:
+            raise _Fatal(ErrorCode.PROTOCOL, "the first frame must be HELLO")
+
+        magic, version, capabilities = HELLO.unpack_from(body)
+        if magic != MAGIC:
+            raise _Fatal(ErrorCode.PROTOCOL, "not a dragonpy tcp transport peer")
+        if version != VERSION:
+            raise _Fatal(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"protocol version {version} is not supported; this peer speaks "
+                f"version {VERSION}",
+            )
+
+        accepted = capabilities & self.server.capabilities
+        self.compress = bool(accepted & CAP_ZSTD)
+        ack = HELLO_ACK.pack(MAGIC, VERSION, accepted, self.server.max_in_flight)
+        await replies.send(_Raw(encode_frame(FrameType.HELLO_ACK, request_id, ack)))
+
+    async def _read_request(self, replies: MemoryObjectSendStream[_Reply]) -> bool:
+        """Read and queue one request; False once the peer has finished sending."""
+        try:
+            kind, request_id, body = await self._read_frame()
+        except EOFError:
+            return False
+
+        if kind == FrameType.GET:
+            try:
+                task_id, number = _parse_get(body)
+            except _BadRequest as exc:
+                logger.debug("tcp: bad request from %s: %s", self.peer, exc)
+                error = encode_error(request_id, ErrorCode.BAD_REQUEST, str(exc))
+                await replies.send(_Raw(error))
+                return True
+            self.in_flight += 1
+            await replies.send(_Get(request_id, task_id, number))
+        elif kind == FrameType.HELLO:
+            raise _Fatal(ErrorCode.PROTOCOL, "HELLO sent twice", request_id)
+        else:
+            logger.debug("tcp: unknown frame type %d from %s", kind, self.peer)
+            message = f"unknown frame type {kind}"
+            error = encode_error(request_id, ErrorCode.UNKNOWN_FRAME, message)
+            await replies.send(_Raw(error))
+        return True
+
+    async def _read_frame(self) -> tuple[int, int, bytes]:
+        """The next frame's type, request ID and body; EOFError between frames."""
+        header = await self._receive(HEADER.size, between_frames=True)
+        kind, _, _, request_id, length = HEADER.unpack(header)
+        if length > MAX_REQUEST_BODY:
+            raise _Fatal(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"frame body of {length} bytes exceeds {MAX_REQUEST_BODY}",
+                request_id,
+            )
+        body = await self._receive(length, between_frames=False)
+        return kind, request_id, body
+
+    async def _receive(self, size: int, *, between_frames: bool) -> bytes:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        filled = 0
+        while filled < size:
+            try:
+                count = self.sock.recv_into(view[filled:])
+            except (BlockingIOError, InterruptedError):
+                await self._wait_readable(idle=between_frames and filled == 0)
+                continue
+            except OSError as exc:
+                raise _Closed(f"receive failed: {exc}") from exc
+
+            if count == 0:
+                if between_frames and filled == 0:
+                    raise EOFError
+                raise _Closed(f"peer closed the connection mid-frame ({filled} bytes)")
+            filled += count
+        return bytes(buffer)
+
+    async def _wait_readable(self, *, idle: bool) -> None:
+        while True:
+            with anyio.move_on_after(self.server.idle_timeout):
+                await anyio.wait_readable(self.sock)
+                return
+            # Silence while answers are still being sent is a client waiting for
+            # them, not an idle connection.
+            if not (idle and self.in_flight):
+                raise _Closed(f"idle for {self.server.idle_timeout:g} s")
+
+    # Writing
+
+    async def _write_replies(
+        self,
+        replies: MemoryObjectReceiveStream[_Reply],
+        scope: anyio.CancelScope,
+    ) -> None:
+        try:
+            async with replies:
+                async for reply in replies:
+                    if not await self._send(reply):
+                        break
+        finally:
+            self.finished = True
+            scope.cancel()
+
+    async def _send(self, reply: _Reply) -> bool:
+        """Send one reply from a worker thread; False if the connection broke."""
+        try:
+            sent, compressed = await anyio.to_thread.run_sync(
+                self._send_blocking, reply, limiter=self.server._send_threads
+            )
+        except OSError as exc:
+            logger.debug("tcp: cannot send to %s: %s", self.peer, exc)
+            return False
+        finally:
+            if isinstance(reply, _Get):
+                self.in_flight -= 1
+
+        self.server._record(sent, compressed)
+        return True
+
+    def _send_blocking(self, reply: _Reply) -> tuple[int, bool | None]:
+        """Send a reply; the bytes sent, and whether a piece went compressed."""
+        if isinstance(reply, _Raw):
+            send_all(self.sock, reply.frame, self.server.idle_timeout)
+            return len(reply.frame), None
+
+        started = False
+        try:
+            with self.server.store.read_verified_piece(
+                reply.task_id, reply.number
+            ) as found:
+                if found is None:
+                    message = f"no piece {reply.number} of task {reply.task_id}"
+                    frame = encode_error(reply.request_id, ErrorCode.NOT_FOUND, message)
+                    send_all(self.sock, frame, self.server.idle_timeout)
+                    return len(frame), None
+
+                piece, view = found
+                head, payload, compressed = self._encode_piece(reply, piece, view)
+                started = True
+                send_all(self.sock, head, self.server.idle_timeout)
+                send_all(self.sock, payload, self.server.idle_timeout)
+                return len(head) + len(payload), compressed
+        except StoreError as exc:
+            if started:
+                raise ConnectionAbortedError(errno.ECONNABORTED, str(exc)) from exc
+            frame = encode_error(reply.request_id, ErrorCode.INTERNAL, str(exc))
+            send_all(self.sock, frame, self.server.idle_timeout)
+            return len(frame), None
+
+    def _encode_piece(
+        self, reply: _Get, piece: Piece, view: memoryview
+    ) -> tuple[bytes, bytes | memoryview, bool]:
+        payload: bytes | memoryview = view
+        flags = 0
+        if self.compress and len(view) >= MIN_COMPRESS:
+            compressor = zstandard.ZstdCompressor(level=self.server.compression_level)
+            packed = compressor.compress(view)
+            if len(packed) < len(view):
+                payload, flags = packed, FLAG_ZSTD
+
+        digest = piece.digest.encode("ascii")
+        fields = PIECE.pack(piece.number, piece.offset, piece.length, len(digest))
+        length = len(fields) + len(digest) + len(payload)
+        header = HEADER.pack(FrameType.PIECE, flags, 0, reply.request_id, length)
+        return header + fields + digest, payload, bool(flags)
+
+
+def _parse_get(body: bytes) -> tuple[str, int]:
+    if len(body) < GET.size:
+        raise _BadRequest(f"GET body of {len(body)} bytes is too short")
+    number, id_length = GET.unpack_from(body)
+    if id_length == 0 or id_length != len(body) - GET.size:
+        raise _BadRequest(
+            f"task ID length {id_length} does not match a {len(body)}-byte GET body"
+        )
+    try:
+        task_id = body[GET.size :].decode()
+    except UnicodeDecodeError:
+        raise _BadRequest("task ID is not UTF-8") from None
+    return task_id, number
+
+
+async def _listen(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = (
+        await anyio.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    )[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(128)
+        listener.setblocking(False)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+async def _accept(listener: socket.socket) -> tuple[socket.socket, str]:
+    while True:
+        await anyio.wait_readable(listener)
+        try:
+            sock, address = listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            continue
+        except OSError as exc:
+            # Out of descriptors, most likely: wait rather than spin.
+            logger.warning("tcp: cannot accept connections: %s", exc)
+            await anyio.sleep(0.1)
+            continue
+
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, f"{address[0]}:{address[1]}"
+
+
+async def _refuse(sock: socket.socket, peer: str) -> None:
+    logger.debug("tcp: refusing %s: too many connections", peer)
+    frame = encode_error(0, ErrorCode.BUSY, "too many connections; try another parent")
+    with contextlib.suppress(OSError):
+        sock.send(frame)
+    await _close_gracefully(sock)
+
+
+async def _close_gracefully(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        with anyio.move_on_after(LINGER):
+            while True:
+                await anyio.wait_readable(sock)
+                with contextlib.suppress(BlockingIOError, InterruptedError):
+                    if not sock.recv(65536):
+                        break
+    except OSError:
+        pass
+    finally:
+        sock.close()

@@ -1,0 +1,91 @@
+"""The frames of the ``tcp`` piece transport (specified in docs/transport-tcp.md)."""
+
+from __future__ import annotations
+
+import enum
+import select
+import socket
+import struct
+from typing import Final, TypeVar
+
+_T = TypeVar("_T")
+
+VERSION: Final = 1
+MAGIC: Final = b"DPYT"
+#: Capability bits of HELLO and HELLO_ACK.
+CAP_ZSTD: Final = 0x1
+#: Flag bits of a PIECE frame.
+FLAG_ZSTD: Final = 0x1
+#: The largest body of a frame a client may send (HELLO, GET).
+MAX_REQUEST_BODY: Final = 4096
+#: The largest body of an ERROR or HELLO_ACK frame a client accepts.
+MAX_CONTROL_BODY: Final = 4096
+
+HEADER: Final = struct.Struct(">BBHIQ")  # type, flags, reserved, request ID, length
+HELLO: Final = struct.Struct(">4sHI")  # magic, version, capabilities
+HELLO_ACK: Final = struct.Struct(">4sHIH")  # magic, version, capabilities, depth
+GET: Final = struct.Struct(">II")  # piece number, task ID length
+PIECE: Final = struct.Struct(">IQQB")  # number, offset, length, digest length
+ERROR: Final = struct.Struct(">HH")  # code, message length
+
+# Pieces smaller than this are never worth a compression attempt.
+MIN_COMPRESS: Final = 512
+# How long a closing connection waits for the peer's FIN: closing with unread bytes
+# makes the kernel send RST, which can destroy an error frame not yet read.
+LINGER: Final = 1.0
+SEND_THREADS: Final = 32
+SOCKET_BUFFER: Final = 4 * 1024 * 1024
+
+
+class FrameType(enum.IntEnum):
+    HELLO = 1
+    HELLO_ACK = 2
+    GET = 3
+    PIECE = 4
+    ERROR = 5
+
+
+class ErrorCode(enum.IntEnum):
+    NOT_FOUND = 1
+    BAD_REQUEST = 2
+    UNKNOWN_FRAME = 3
+    FRAME_TOO_LARGE = 4
+    PROTOCOL = 5
+    UNSUPPORTED_VERSION = 6
+    BUSY = 7
+    INTERNAL = 8
+
+
+def encode_frame(
+    kind: int, request_id: int, body: bytes = b"", *, flags: int = 0
+) -> bytes:
+    return HEADER.pack(kind, flags, 0, request_id, len(body)) + body
+
+
+def encode_error(request_id: int, code: ErrorCode, message: str) -> bytes:
+    text = message.encode()[:1024]
+    body = ERROR.pack(code, len(text)) + text
+    return encode_frame(FrameType.ERROR, request_id, body)
+
+
+def encode_get(request_id: int, task_id: str, number: int) -> bytes:
+    encoded = task_id.encode()
+    body = GET.pack(number, len(encoded)) + encoded
+    return encode_frame(FrameType.GET, request_id, body)
+
+
+def send_all(sock: socket.socket, data: bytes | memoryview, timeout: float) -> None:
+    """``sendall`` for a non-blocking socket, from a worker thread, without copies."""
+    view = memoryview(data)
+    poller: select.poll | None = None
+    while view:
+        try:
+            sent = sock.send(view)
+        except (BlockingIOError, InterruptedError):
+            if poller is None:
+                poller = select.poll()
+                poller.register(sock, select.POLLOUT)
+            if not poller.poll(timeout * 1000):
+                raise TimeoutError(f"peer read nothing for {timeout:g} s") from None
+            continue
+        view = view[sent:]
