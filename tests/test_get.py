@@ -258,6 +258,8 @@ def test_exit_codes_are_distinct() -> None:
         dragonpy.DiskFull,
         dragonpy.StoreError,
         dragonpy.DownloadTimeout,
+        dragonpy.TransportError,
+        dragonpy.PieceNotFound,
     ]
     codes = [cls.exit_code for cls in classes]
     assert len(set(codes)) == len(codes)

@@ -347,7 +347,7 @@ async def test_cancelling_the_server_is_prompt_with_a_stalled_client(
 async def test_concurrent_fetches_through_one_client(
     server: str, client: HttpPieceClient
 ) -> None:
-    results: dict[tuple[int, int], bytes] = {}
+    results: dict[tuple[int, int], bytes | bytearray] = {}
 
     async def fetch(round_: int, number: int) -> None:
         piece, data = await client.fetch(server, TASK_ID, number)

@@ -237,7 +237,7 @@ async def test_concurrent_fetches_share_one_connection(store: PieceStore) -> Non
     pieces = random_pieces(16)
     put_task(store, pieces)
     server = TcpPieceServer(store)
-    results: dict[int, bytes] = {}
+    results: dict[int, bytes | bytearray] = {}
 
     async def fetch(tcp: TcpPieceClient, address: str, number: int) -> None:
         piece, data = await tcp.fetch(address, TASK, number % 16)

@@ -26,8 +26,10 @@ from ._errors import (
     OriginTimeout,
     OriginUnreachable,
     OutputError,
+    PieceNotFound,
     RangeNotSupported,
     StoreError,
+    TransportError,
     UnsupportedURL,
 )
 from ._identity import (
@@ -67,6 +69,7 @@ __all__ = [
     "OutputError",
     "Peer",
     "Piece",
+    "PieceNotFound",
     "PieceStore",
     "RangeNotSupported",
     "StoreError",
@@ -74,6 +77,7 @@ __all__ = [
     "StoreStatistics",
     "StoredTask",
     "Task",
+    "TransportError",
     "UnsupportedURL",
     "__version__",
     "blob_digest",

@@ -395,7 +395,7 @@ class HttpPieceClient(PieceClient):
 
     async def fetch(
         self, address: str, task_id: str, number: int
-    ) -> tuple[Piece, bytes]:
+    ) -> tuple[Piece, bytes | bytearray]:
         call = _Call(self, address, task_id, number)
         try:
             return await anyio.to_thread.run_sync(
@@ -461,7 +461,7 @@ class _Call:
         self._sock: socket.socket | None = None
         self._aborted = False
 
-    def run(self) -> tuple[Piece, bytes]:
+    def run(self) -> tuple[Piece, bytes | bytearray]:
         response = self._exchange()
         if response.status == 404:
             raise PieceNotFound(
@@ -472,7 +472,7 @@ class _Call:
             )
         if response.status != 200:
             raise self._error(f"answered {response.status}")
-        return self._piece(response), bytes(response.body)
+        return self._piece(response), response.body
 
     def abort(self) -> None:
         """Wake the worker thread: its socket reads fail at once."""

@@ -44,7 +44,7 @@ _T = TypeVar("_T")
 class _PieceResponse:
     request_id: int
     piece: Piece
-    data: bytes
+    data: bytes | bytearray
 
 
 @attrs.frozen
@@ -93,7 +93,7 @@ class TcpPieceClient(PieceClient):
 
     async def fetch(
         self, address: str, task_id: str, number: int
-    ) -> tuple[Piece, bytes]:
+    ) -> tuple[Piece, bytes | bytearray]:
         if self._closed:
             raise TransportError("the tcp client is closed", address=address)
         if not 0 <= number < 2**32:
@@ -133,7 +133,7 @@ class _Pool:
         self._open_lock = anyio.Lock()
         self._slots = anyio.Semaphore(options.connections * options.depth)
 
-    async def fetch(self, task_id: str, number: int) -> tuple[Piece, bytes]:
+    async def fetch(self, task_id: str, number: int) -> tuple[Piece, bytes | bytearray]:
         async with self._slots:
             connection, reused = await self._checkout()
             try:
@@ -210,7 +210,7 @@ class _ClientConnection:
         self._abandoned: set[int] = set()
         self._ready: dict[int, _Response] = {}
 
-    async def fetch(self, task_id: str, number: int) -> tuple[Piece, bytes]:
+    async def fetch(self, task_id: str, number: int) -> tuple[Piece, bytes | bytearray]:
         request_id = self._new_id()
         self.load += 1
         self._waiting.add(request_id)
@@ -291,7 +291,7 @@ class _ClientConnection:
 
     def _result(
         self, response: _Response, task_id: str, number: int
-    ) -> tuple[Piece, bytes]:
+    ) -> tuple[Piece, bytes | bytearray]:
         if isinstance(response, _ErrorResponse):
             if response.code == ErrorCode.NOT_FOUND:
                 raise PieceNotFound(
@@ -428,7 +428,7 @@ def _read_response(
         raise _malformed(address, "a digest that is not ASCII") from None
     payload = bytearray(payload_length)
     _recv_into(sock, memoryview(payload), address)
-    data = _decompress(payload, piece_length, address) if flags else bytes(payload)
+    data = _decompress(payload, piece_length, address) if flags else payload
     return _PieceResponse(request_id, Piece(number, offset, piece_length, digest), data)
 
 
