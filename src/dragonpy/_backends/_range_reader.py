@@ -27,6 +27,7 @@ from .._errors import (
     OriginUnreachable,
     RangeNotSupported,
 )
+from .._http11 import HeadError, ResponseHead, StaleConnection, read_head
 
 _MAX_HEAD: Final = 64 * 1024
 _SOCKET_BUFFER: Final = 4 * 1024 * 1024
@@ -35,15 +36,6 @@ _IDLE_PER_ORIGIN: Final = 32
 
 class NeedsFullClient(Exception):
     """The response is not a plain ``206``; repeat the request with httpx."""
-
-
-class _Head:
-    __slots__ = ("body_start", "headers", "status")
-
-    def __init__(self, status: int, headers: dict[str, str], body_start: int) -> None:
-        self.status = status
-        self.headers = headers
-        self.body_start = body_start
 
 
 class RangeReader:
@@ -83,7 +75,7 @@ class RangeReader:
         sock, reused = self._checkout(origin)
         try:
             keep = self._exchange(sock, request, url, offset, buffer)
-        except _StaleConnection:
+        except StaleConnection:
             sock.close()
             if not reused:
                 raise OriginUnreachable(
@@ -116,7 +108,7 @@ class RangeReader:
     ) -> bool:
         try:
             return self._exchange(sock, request, url, offset, buf)
-        except _StaleConnection:
+        except StaleConnection:
             sock.close()
             raise OriginUnreachable(
                 "origin closed the connection before answering", url=url
@@ -206,7 +198,11 @@ class RangeReader:
         try:
             sock.sendall(request)
             head_buffer = bytearray(_MAX_HEAD)
-            head, received = _read_head(sock, head_buffer, url)
+            try:
+                head, received = read_head(sock, head_buffer)
+            except HeadError:
+                # Anything unusual in the head: httpx handles it, or says what is wrong.
+                raise NeedsFullClient(url) from None
             keep = _check_head(head, url, offset, len(buffer))
             leftover = received - head.body_start
             if leftover > len(buffer):
@@ -225,52 +221,7 @@ class RangeReader:
         return keep
 
 
-class _StaleConnection(Exception):
-    """The connection was closed before any byte of a response arrived."""
-
-
-def _read_head(sock: socket.socket, buffer: bytearray, url: str) -> tuple[_Head, int]:
-    view = memoryview(buffer)
-    received = 0
-    while True:
-        try:
-            count = sock.recv_into(view[received:])
-        except ConnectionResetError:
-            if received == 0:
-                raise _StaleConnection from None
-            raise
-        if count == 0:
-            if received == 0:
-                raise _StaleConnection
-            raise OriginProtocolError(
-                "origin closed the connection mid-headers", url=url
-            )
-
-        received += count
-        end = buffer.find(b"\r\n\r\n", 0, received)
-        if end >= 0:
-            return _parse_head(bytes(buffer[:end]), end + 4, url), received
-        if received == len(buffer):
-            raise OriginProtocolError("origin response headers exceed 64 KiB", url=url)
-
-
-def _parse_head(raw: bytes, body_start: int, url: str) -> _Head:
-    status_line, *lines = raw.decode("latin-1").split("\r\n")
-    version, _, rest = status_line.partition(" ")
-    code = rest[:3]
-    if not version.startswith("HTTP/1.") or not code.isdigit():
-        raise OriginProtocolError(f"malformed status line {status_line!r}", url=url)
-
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, colon, value = line.partition(":")
-        if not colon or line[0] in " \t":
-            raise NeedsFullClient(url)
-        headers[name.strip().lower()] = value.strip()
-    return _Head(int(code), headers, body_start)
-
-
-def _check_head(head: _Head, url: str, offset: int, length: int) -> bool:
+def _check_head(head: ResponseHead, url: str, offset: int, length: int) -> bool:
     """Accept only a ``206`` for exactly the requested range; True if reusable."""
     status = head.status
     if status in (401, 403):
@@ -303,7 +254,7 @@ def _check_head(head: _Head, url: str, offset: int, length: int) -> bool:
             f"for a {length}-byte range",
             url=url,
         )
-    return head.headers.get("connection", "").lower() != "close"
+    return head.keep_alive
 
 
 def _recv_exactly(

@@ -32,6 +32,7 @@ import anyio.to_thread
 import h11
 
 from .._errors import StoreError
+from .._http11 import HeadError, StaleConnection, read_head
 from .._pieces import MIB, Piece
 from .._storage import PieceStore
 from ._base import PieceClient, PieceNotFound, PieceServer, TransportError
@@ -439,10 +440,6 @@ class _Response:
         self.keep = keep
 
 
-class _StaleConnection(Exception):
-    """A pooled connection was closed before any byte of the answer arrived."""
-
-
 class _Call:
     """One fetch, run in a worker thread; ``abort`` ends it from the event loop."""
 
@@ -487,7 +484,7 @@ class _Call:
         sock = pooled or self._connect()
         try:
             response = self._attempt(sock)
-        except _StaleConnection:
+        except StaleConnection:
             self._discard(sock)
             if pooled is None:
                 raise self._error("closed the connection without answering") from None
@@ -495,7 +492,7 @@ class _Call:
             sock = self._connect()
             try:
                 response = self._attempt(sock)
-            except _StaleConnection:
+            except StaleConnection:
                 self._discard(sock)
                 raise self._error("closed the connection without answering") from None
             except BaseException:
@@ -539,61 +536,19 @@ class _Call:
         try:
             sock.sendall(self._request)
         except (BrokenPipeError, ConnectionResetError):
-            raise _StaleConnection from None
-        head = bytearray(_MAX_HEAD)
-        received, head_end = self._read_head(sock, head)
-        status, headers, keep = self._parse_head(bytes(head[:head_end]))
-        body = bytearray(self._body_length(status, headers))
-        leftover = received - (head_end + 4)
+            raise StaleConnection from None
+        buffer = bytearray(_MAX_HEAD)
+        try:
+            head, received = read_head(sock, buffer)
+        except HeadError as exc:
+            raise self._error(str(exc)) from None
+        body = bytearray(self._body_length(head.status, head.headers))
+        leftover = received - head.body_start
         if leftover > len(body):
             raise self._error("sent more bytes than its Content-Length")
-        body[:leftover] = head[head_end + 4 : received]
+        body[:leftover] = buffer[head.body_start : received]
         self._recv_exactly(sock, memoryview(body), leftover)
-        return _Response(status, headers, body, keep)
-
-    def _read_head(self, sock: socket.socket, buffer: bytearray) -> tuple[int, int]:
-        """Bytes received and where the head ends (before its blank line)."""
-        view = memoryview(buffer)
-        received = 0
-        while True:
-            try:
-                count = sock.recv_into(view[received:])
-            except ConnectionResetError:
-                if received == 0:
-                    raise _StaleConnection from None
-                raise
-            if count == 0:
-                if received == 0:
-                    raise _StaleConnection
-                raise self._error("closed the connection mid-headers")
-            # The blank line may straddle two reads: search from a little before.
-            start = max(received - 3, 0)
-            received += count
-            end = buffer.find(b"\r\n\r\n", start, received)
-            if end >= 0:
-                return received, end
-            if received == len(buffer):
-                raise self._error(f"sent a response head over {_MAX_HEAD} bytes")
-
-    def _parse_head(self, raw: bytes) -> tuple[int, dict[str, str], bool]:
-        status_line, *lines = raw.decode("latin-1").split("\r\n")
-        version, _, rest = status_line.partition(" ")
-        code = rest[:3]
-        if version not in ("HTTP/1.1", "HTTP/1.0") or not _is_digits(code):
-            raise self._error(f"sent a malformed status line {status_line[:80]!r}")
-
-        headers: dict[str, str] = {}
-        for line in lines:
-            name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip():
-                raise self._error(f"sent a malformed header line {line[:80]!r}")
-            name = name.lower()
-            if name in headers and headers[name] != value.strip():
-                raise self._error(f"sent conflicting {name} headers")
-            headers[name] = value.strip()
-        connection = headers.get("connection", "").lower()
-        keep = version == "HTTP/1.1" and connection != "close"
-        return int(code), headers, keep
+        return _Response(head.status, head.headers, body, head.keep_alive)
 
     def _body_length(self, status: int, headers: dict[str, str]) -> int:
         if "transfer-encoding" in headers:
