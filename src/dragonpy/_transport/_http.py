@@ -36,6 +36,7 @@ from .._http11 import HeadError, StaleConnection, read_head
 from .._pieces import MIB, Piece
 from .._storage import PieceStore
 from ._base import PieceClient, PieceNotFound, PieceServer, TransportError
+from ._sockets import accept, listen
 
 logger = logging.getLogger("dragonpy.transport.http")
 
@@ -99,7 +100,7 @@ class HttpPieceServer(PieceServer):
         *,
         task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        listener = await _listen(host, port)
+        listener = await listen(host, port)
         with listener:
             slots = anyio.Semaphore(self.max_connections)
             # One thread call at a time per connection: never wait for a thread.
@@ -109,7 +110,7 @@ class HttpPieceServer(PieceServer):
                 while True:
                     await slots.acquire()
                     try:
-                        sock = await _accept(listener)
+                        sock, _ = await accept(listener)
                     except BaseException:
                         slots.release()
                         raise
@@ -130,40 +131,6 @@ class HttpPieceServer(PieceServer):
             logger.exception("piece connection failed")
         finally:
             slots.release()
-
-
-async def _listen(host: str, port: int) -> socket.socket:
-    infos = await anyio.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
-    family, _, proto, _, address = infos[0]
-    listener = socket.socket(family, socket.SOCK_STREAM, proto)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(address)
-        listener.listen(1024)
-        listener.setblocking(False)
-    except BaseException:
-        listener.close()
-        raise
-    return listener
-
-
-async def _accept(listener: socket.socket) -> socket.socket:
-    while True:
-        await anyio.wait_readable(listener)
-        try:
-            sock, _ = listener.accept()
-        except BlockingIOError:
-            continue
-        except OSError as exc:
-            # Out of file descriptors, or the peer gave up: keep serving the others.
-            logger.warning("accepting a piece connection failed: %s", exc)
-            await anyio.sleep(0.1)
-            continue
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
 
 
 class _Connection:

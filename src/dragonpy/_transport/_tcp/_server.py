@@ -18,6 +18,7 @@ from ..._errors import StoreError
 from ..._pieces import Piece
 from ..._storage import PieceStore
 from .._base import PieceServer
+from .._sockets import accept, listen
 from ._wire import (
     CAP_ZSTD,
     FLAG_ZSTD,
@@ -128,12 +129,12 @@ class TcpPieceServer(PieceServer):
         *,
         task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        listener = await _listen(host, port)
+        listener = await listen(host, port)
         try:
             async with anyio.create_task_group() as task_group:
                 task_status.started(listener.getsockname()[1])
                 while True:
-                    sock, peer = await _accept(listener)
+                    sock, peer = await accept(listener)
                     self._accepted += 1
                     if self._open >= self.max_connections:
                         self._refused += 1
@@ -395,42 +396,6 @@ def _parse_get(body: bytes) -> tuple[str, int]:
     except UnicodeDecodeError:
         raise _BadRequest("task ID is not UTF-8") from None
     return task_id, number
-
-
-async def _listen(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, address = (
-        await anyio.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    )[0]
-    listener = socket.socket(family, kind, proto)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(address)
-        listener.listen(128)
-        listener.setblocking(False)
-    except BaseException:
-        listener.close()
-        raise
-    return listener
-
-
-async def _accept(listener: socket.socket) -> tuple[socket.socket, str]:
-    while True:
-        await anyio.wait_readable(listener)
-        try:
-            sock, address = listener.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            continue
-        except OSError as exc:
-            # Out of descriptors, most likely: wait rather than spin.
-            logger.warning("tcp: cannot accept connections: %s", exc)
-            await anyio.sleep(0.1)
-            continue
-
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock, f"{address[0]}:{address[1]}"
 
 
 async def _refuse(sock: socket.socket, peer: str) -> None:
