@@ -33,7 +33,8 @@ MANIFEST_ACCEPT: Final[str] = ", ".join(
 )
 
 _FORMS: Final = (
-    "accepted forms: oci://HOST[:PORT]/REPO/blobs/DIGEST, oci://HOST[:PORT]/REPO@DIGEST,"
+    "accepted forms: oci://HOST[:PORT]/REPO/blobs/DIGEST,"
+    " oci://HOST[:PORT]/REPO@DIGEST,"
     " oci://HOST[:PORT]/REPO/manifests/TAG_OR_DIGEST, oci://HOST[:PORT]/REPO:TAG"
 )
 # OCI distribution spec, "Pulling manifests": the <name> grammar.
