@@ -11,6 +11,7 @@ pieces already stored stay, so running the same download again resumes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -79,7 +80,8 @@ class Download:
     digest: str | None = None
     filtered_query_params: tuple[str, ...] = DEFAULT_FILTERED_QUERY_PARAMS
 
-    @property
+    # Asked for several times per download; normalizing the URL each time is waste.
+    @functools.cached_property
     def task_id(self) -> str:
         return task_id(
             self.url,

@@ -22,6 +22,13 @@ class HeadError(Exception):
     """The response head is malformed, too large, or cut short."""
 
 
+class TruncatedBody(Exception):
+    """The connection closed before the body was complete."""
+
+    def __init__(self, received: int, expected: int) -> None:
+        super().__init__(f"closed the connection after {received} of {expected} bytes")
+
+
 class ResponseHead:
     """A parsed status line and headers (names lower-cased)."""
 
@@ -93,3 +100,13 @@ def parse_head(raw: bytes, body_start: int) -> ResponseHead:
             raise HeadError(f"sent conflicting {name} headers")
         headers[name] = value.strip()
     return ResponseHead(version, int(code), headers, body_start)
+
+
+def read_body(sock: socket.socket, buffer: memoryview, filled: int) -> None:
+    """Receive into ``buffer`` past its first ``filled`` bytes until it is full."""
+    total = len(buffer)
+    while filled < total:
+        count = sock.recv_into(buffer[filled:])
+        if count == 0:
+            raise TruncatedBody(filled, total)
+        filled += count

@@ -27,7 +27,14 @@ from .._errors import (
     OriginUnreachable,
     RangeNotSupported,
 )
-from .._http11 import HeadError, ResponseHead, StaleConnection, read_head
+from .._http11 import (
+    HeadError,
+    ResponseHead,
+    StaleConnection,
+    TruncatedBody,
+    read_body,
+    read_head,
+)
 
 _MAX_HEAD: Final = 64 * 1024
 _SOCKET_BUFFER: Final = 4 * 1024 * 1024
@@ -211,7 +218,10 @@ class RangeReader:
                 )
 
             buffer[:leftover] = head_buffer[head.body_start : received]
-            _recv_exactly(sock, buffer, leftover, url)
+            try:
+                read_body(sock, buffer, leftover)
+            except TruncatedBody as exc:
+                raise OriginProtocolError(f"origin {exc}", url=url) from None
         except TimeoutError as exc:
             raise OriginTimeout("origin stopped sending data", url=url) from exc
         except (ssl.SSLError, ConnectionError) as exc:
@@ -255,17 +265,3 @@ def _check_head(head: ResponseHead, url: str, offset: int, length: int) -> bool:
             url=url,
         )
     return head.keep_alive
-
-
-def _recv_exactly(
-    sock: socket.socket, buffer: memoryview, filled: int, url: str
-) -> None:
-    total = len(buffer)
-    while filled < total:
-        count = sock.recv_into(buffer[filled:])
-        if count == 0:
-            raise OriginProtocolError(
-                f"origin closed the connection after {filled} of {total} bytes",
-                url=url,
-            )
-        filled += count

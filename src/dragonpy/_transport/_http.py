@@ -32,7 +32,7 @@ import anyio.to_thread
 import h11
 
 from .._errors import StoreError
-from .._http11 import HeadError, StaleConnection, read_head
+from .._http11 import HeadError, StaleConnection, TruncatedBody, read_body, read_head
 from .._pieces import MIB, Piece
 from .._storage import PieceStore
 from ._base import PieceClient, PieceNotFound, PieceServer, TransportError
@@ -514,7 +514,10 @@ class _Call:
         if leftover > len(body):
             raise self._error("sent more bytes than its Content-Length")
         body[:leftover] = buffer[head.body_start : received]
-        self._recv_exactly(sock, memoryview(body), leftover)
+        try:
+            read_body(sock, memoryview(body), leftover)
+        except TruncatedBody as exc:
+            raise self._error(str(exc)) from None
         return _Response(head.status, head.headers, body, head.keep_alive)
 
     def _body_length(self, status: int, headers: dict[str, str]) -> int:
@@ -530,18 +533,6 @@ class _Call:
 
     def _max_body(self, status: int) -> int:
         return self._client.max_piece_length if status == 200 else _MAX_ERROR_BODY
-
-    def _recv_exactly(
-        self, sock: socket.socket, buffer: memoryview, filled: int
-    ) -> None:
-        total = len(buffer)
-        while filled < total:
-            count = sock.recv_into(buffer[filled:])
-            if count == 0:
-                raise self._error(
-                    f"closed the connection after {filled} of {total} bytes"
-                )
-            filled += count
 
     def _piece(self, response: _Response) -> Piece:
         offset = response.headers.get(OFFSET_HEADER.lower(), "")
