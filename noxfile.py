@@ -64,6 +64,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
-    """Serve a generated file and fetch it cold, then warm, with dragonpy get."""
+    """A scheduler, a seed and three peers on loopback share one download; the
+    origin serves it once (see examples/cluster_demo.py)."""
     install_compiled_wheel(session)
-    session.run("python", "examples/get_demo.py", *session.posargs)
+    session.run("python", "examples/cluster_demo.py", *session.posargs)

@@ -43,7 +43,8 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) ->
 def run_nginx(root: Path, workdir: Path) -> Iterator[str]:
     """nginx serving ``root`` on a free loopback port; yields its base URL.
 
-    Its access log records each request's range, so tests can count origin traffic.
+    Its access log records each request's range and body bytes, so tests can count
+    origin traffic. Under ``/slow/`` it serves the same files at a limited rate.
     """
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
@@ -68,7 +69,13 @@ http {{
     uwsgi_temp_path {workdir};
     scgi_temp_path {workdir};
     sendfile on;
-    server {{ listen 127.0.0.1:{port}; root {root}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        # The same files at 4 MB/s per connection: downloads that last long enough
+        # to kill something in the middle of them.
+        location /slow/ {{ alias {root}/; limit_rate 4m; }}
+    }}
 }}
 """
     )

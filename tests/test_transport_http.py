@@ -169,16 +169,21 @@ async def test_two_requests_share_one_connection(server: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "target",
-    [f"{PATH}/4", f"{PATH}/4294967295", f"/pieces/{'ee' * 32}/0"],
+    ("target", "message"),
+    [
+        (f"{PATH}/4", f"no piece 4 of task {TASK_ID}"),
+        (f"{PATH}/4294967295", f"no piece 4294967295 of task {TASK_ID}"),
+        (f"/pieces/{'ee' * 32}/0", f"unknown task {'ee' * 32}"),
+    ],
     ids=["missing piece", "largest number", "unknown task"],
 )
 async def test_unknown_pieces_are_404_and_keep_the_connection(
-    server: str, target: str
+    server: str, target: str, message: str
 ) -> None:
-    (status, _, body), closed = await raw(server, get(target))
+    (status, headers, body), closed = await raw(server, get(target))
     assert (status, closed) == (404, False)
-    assert b"not" in body
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert body.decode() == message + "\n"
 
 
 @pytest.mark.parametrize(

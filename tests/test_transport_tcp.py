@@ -113,9 +113,15 @@ def read_frame(sock: socket.socket) -> tuple[int, int, int, bytes]:
 
 def read_error(sock: socket.socket) -> tuple[int, int]:
     """The request ID and code of the ERROR frame that must come next."""
+    request_id, code, _ = read_error_and_message(sock)
+    return request_id, code
+
+
+def read_error_and_message(sock: socket.socket) -> tuple[int, int, str]:
     kind, _, request_id, body = read_frame(sock)
     assert kind == FrameType.ERROR
-    return request_id, ERROR.unpack_from(body)[0]
+    code, length = ERROR.unpack_from(body)
+    return request_id, code, body[ERROR.size : ERROR.size + length].decode()
 
 
 def at_eof(sock: socket.socket) -> bool:
@@ -228,6 +234,24 @@ async def test_missing_task_or_piece_raises_piece_not_found(store: PieceStore) -
         assert (await tcp.fetch(address, TASK, 0))[0].number == 0
 
     assert (missing_piece.value.task_id, missing_piece.value.number) == (TASK, 7)
+
+
+async def test_not_found_errors_say_what_is_missing(store: PieceStore) -> None:
+    put_task(store, random_pieces(1))
+    unknown = "u" * 64
+
+    def ask(port: int) -> list[tuple[int, int, str]]:
+        with raw_connect(port) as sock:
+            sock.sendall(encode_get(1, TASK, 5) + encode_get(2, unknown, 0))
+            return [read_error_and_message(sock) for _ in range(2)]
+
+    async with running(TcpPieceServer(store)) as port:
+        errors = await anyio.to_thread.run_sync(ask, port)
+
+    assert errors == [
+        (1, ErrorCode.NOT_FOUND, f"no piece 5 of task {TASK}"),
+        (2, ErrorCode.NOT_FOUND, f"unknown task {unknown}"),
+    ]
 
 
 # Pipelining

@@ -33,6 +33,7 @@ from ._errors import (
     DragonpyError,
     OriginProtocolError,
     StoreError,
+    first_error,
 )
 from ._identity import DEFAULT_FILTERED_QUERY_PARAMS, blob_digest, task_id
 from ._output import OutputFile
@@ -287,27 +288,11 @@ class _TaskRun:
                     group.start_soon(self._fetch_worker, queue, output, advance)
         except* DragonpyError as errors:
             # The first failure cancelled the other workers; it is the one to report.
-            raise _first_error(errors)  # noqa: B904
+            raise first_error(errors)  # noqa: B904
 
     async def verify(self) -> str | None:
         """Check the whole content against the expected digest, if there is one."""
-        expected = self.expected_digest
-        if expected is None:
-            return None
-        if self.record.complete and self.record.digest == expected:
-            return expected
-
-        algorithm, _, encoded = expected.partition(":")
-        actual = await anyio.to_thread.run_sync(self._hash_content, algorithm)
-        if actual != encoded:
-            # The store keeps nothing that failed verification.
-            await anyio.to_thread.run_sync(self.store.remove_task, self.record.id)
-            raise DigestMismatch(
-                f"content digest is {algorithm}:{actual}, expected {expected}",
-                expected=expected,
-                actual=f"{algorithm}:{actual}",
-            )
-        return expected
+        return await verify_content(self.store, self.record, self.expected_digest)
 
     async def finish(self) -> None:
         """Mark the task complete (its content is whole and verified) and used now."""
@@ -415,16 +400,40 @@ class _TaskRun:
                 raise StoreError(f"piece {piece.number} of {self.record.id} vanished")
             return bytes(view)
 
-    def _hash_content(self, algorithm: str) -> str:
-        content = hashlib.new(algorithm)
-        for piece in self.pieces:
-            with self.store.read_piece(self.record.id, piece.number) as view:
-                if view is None:
-                    raise StoreError(
-                        f"piece {piece.number} of {self.record.id} vanished"
-                    )
-                content.update(view)
-        return content.hexdigest()
+
+async def verify_content(
+    store: PieceStore, record: Task, expected: str | None
+) -> str | None:
+    """Check a fully stored task's content against ``expected`` (``algorithm:hex``).
+
+    A mismatch removes the task from the store, which keeps nothing that failed
+    verification, and raises ``DigestMismatch``.
+    """
+    if expected is None:
+        return None
+    if record.complete and record.digest == expected:
+        return expected
+
+    algorithm, _, encoded = expected.partition(":")
+    actual = await anyio.to_thread.run_sync(_hash_stored, store, record, algorithm)
+    if actual != encoded:
+        await anyio.to_thread.run_sync(store.remove_task, record.id)
+        raise DigestMismatch(
+            f"content digest is {algorithm}:{actual}, expected {expected}",
+            expected=expected,
+            actual=f"{algorithm}:{actual}",
+        )
+    return expected
+
+
+def _hash_stored(store: PieceStore, record: Task, algorithm: str) -> str:
+    content = hashlib.new(algorithm)
+    for number in range(record.piece_count):
+        with store.read_piece(record.id, number) as view:
+            if view is None:
+                raise StoreError(f"piece {number} of {record.id} vanished")
+            content.update(view)
+    return content.hexdigest()
 
 
 def _log_failure(request: Download, error: DragonpyError) -> None:
@@ -466,11 +475,6 @@ def _runs(pieces: list[Piece], longest: int) -> Iterator[list[Piece]]:
         run.append(piece)
     if run:
         yield run
-
-
-def _first_error(group: BaseExceptionGroup[DragonpyError]) -> DragonpyError:
-    first = group.exceptions[0]
-    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _is_hex(text: str) -> bool:

@@ -117,3 +117,9 @@ class PieceNotFound(DragonpyError):
         super().__init__(message)
         self.task_id = task_id
         self.number = number
+
+
+def first_error(group: BaseExceptionGroup[DragonpyError]) -> DragonpyError:
+    """The first error of a task group's failures: the one that cancelled the rest."""
+    first = group.exceptions[0]
+    return first_error(first) if isinstance(first, BaseExceptionGroup) else first

@@ -11,7 +11,9 @@ import click
 from dragonpy import __version__
 
 from ._cache import cache
+from ._daemon import daemon
 from ._get import get
+from ._scheduler import scheduler
 
 
 @click.group()
@@ -31,6 +33,8 @@ def cli(log_level: str) -> None:
 
 cli.add_command(get)
 cli.add_command(cache)
+cli.add_command(daemon)
+cli.add_command(scheduler)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from dragonpy import (
     DownloadResult,
     check_digest_syntax,
 )
+from dragonpy._daemon import CONTROL_SOCKET, DownloadOrder, order_download
 
 from ._common import open_cli_store, reports_errors, store_options
 
@@ -113,6 +115,12 @@ def get(
     store = open_cli_store(store_dir, store_capacity)
 
     async def run() -> DownloadResult:
+        # Credentials and TLS settings stay in this process: only plain requests
+        # are handed to a local daemon.
+        if user is None and cacert is None and not insecure:
+            await _through_daemon(
+                store.directory, request, dict(options.headers), timeout
+            )
         async with Downloader(
             store=store, options=options, concurrency=concurrency
         ) as downloader:
@@ -131,6 +139,26 @@ def get(
 
     result = anyio.run(run)
     _report(result, quiet=quiet, as_json=as_json)
+
+
+async def _through_daemon(
+    store_dir: str,
+    request: Download,
+    headers: dict[str, str],
+    timeout: float | None,
+) -> None:
+    """Have the daemon sharing our store download the task into it, if one runs;
+    the content is then copied out of the store without asking the origin."""
+    order = DownloadOrder(
+        request.url,
+        headers=headers,
+        tag=request.tag,
+        application=request.application,
+        digest=request.digest,
+    )
+    socket_path = os.path.join(store_dir, CONTROL_SOCKET)
+    if os.path.exists(socket_path):
+        await order_download(socket_path, order, timeout=timeout)
 
 
 def _progress_bar() -> Progress:

@@ -166,10 +166,14 @@ class PieceStore:
     # Tasks
 
     def put_task(self, record: Task) -> None:
-        """Record a task, dropping any pieces of an older version of its content."""
+        """Record a task, dropping any pieces of an older version of its content.
+
+        An empty validator (a task learned from peers, not from the origin) matches
+        any other, as long as the content length agrees.
+        """
         with self._write() as txn:
             old = self._get_record(txn, record.id)
-            if old is not None and old.validator != record.validator:
+            if old is not None and _changed(old, record):
                 self._delete_pieces(txn, record.id)
             value = json.dumps(_converter.unstructure(record)).encode()
             txn.put(task_key(record.id), value, db=self._tasks)
@@ -494,6 +498,13 @@ class PieceStore:
             if _process_start(pid) == decode_u64(value):
                 live.add(bytes(key[:-5]).decode())
         return live
+
+
+def _changed(old: Task, new: Task) -> bool:
+    """Whether ``new`` describes other content than ``old``."""
+    if old.content_length != new.content_length:
+        return True
+    return bool(old.validator and new.validator and old.validator != new.validator)
 
 
 def _decode_record(value: bytes) -> Task:

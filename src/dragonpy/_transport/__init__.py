@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from .._storage import PieceStore
 from ._base import PieceClient, PieceNotFound, PieceServer, TransportError
+from ._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits
 
 __all__ = [
     "TRANSPORTS",
@@ -13,6 +12,7 @@ __all__ = [
     "PieceNotFound",
     "PieceServer",
     "TransportError",
+    "UploadLimits",
     "open_client",
     "open_server",
 ]
@@ -26,14 +26,15 @@ def open_client(name: str) -> PieceClient:
     return _factories(name)[0]()
 
 
-def open_server(name: str, store: PieceStore) -> PieceServer:
-    """A server of the named transport, serving ``store``."""
-    return _factories(name)[1](store)
+def open_server(
+    name: str, store: PieceStore, *, limits: UploadLimits | None = None
+) -> PieceServer:
+    """A server of the named transport, serving ``store`` within ``limits``
+    (by default 32 pieces at once and no bandwidth limit)."""
+    return _factories(name)[1](store, limits=limits or DEFAULT_UPLOAD_LIMITS)
 
 
-def _factories(
-    name: str,
-) -> tuple[Callable[[], PieceClient], Callable[[PieceStore], PieceServer]]:
+def _factories(name: str) -> tuple[type[PieceClient], type[PieceServer]]:
     # Imported on use: a process speaks one transport, usually.
     if name == "tcp":
         from ._tcp import TcpPieceClient, TcpPieceServer

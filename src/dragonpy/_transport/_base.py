@@ -3,9 +3,10 @@
 A transport has two halves. ``PieceClient.fetch`` asks a parent for one piece of a
 task and returns the piece's place, the digest the parent claims and its bytes; the
 caller verifies the digest before storing or serving anything. ``PieceServer`` answers
-such requests from the local piece store. Transports are chosen by name
-(``tcp``, ``http``); every one passes the conformance suite in
-``tests/test_transports.py``.
+such requests from the local piece store, within its ``UploadLimits``. A store holds a
+piece with its digest only once the piece was verified, so a server sends nothing but
+verified pieces of tasks it knows. Transports are chosen by name (``tcp``, ``http``);
+every one passes the conformance suite in ``tests/test_transports.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import anyio.abc
 from .._errors import PieceNotFound, TransportError
 from .._pieces import Piece
 from .._storage import PieceStore
+from ._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits, UploadThrottle
 
 __all__ = ["PieceClient", "PieceNotFound", "PieceServer", "TransportError"]
 
@@ -46,8 +48,17 @@ class PieceServer(abc.ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, store: PieceStore) -> None:
+    def __init__(
+        self, store: PieceStore, *, limits: UploadLimits = DEFAULT_UPLOAD_LIMITS
+    ) -> None:
         self.store = store
+        self.throttle = UploadThrottle(limits)
+
+    def describe_missing(self, task_id: str, number: int) -> str:
+        """The error message for a piece the store cannot serve."""
+        if self.store.get_task(task_id) is None:
+            return f"unknown task {task_id}"
+        return f"no piece {number} of task {task_id}"
 
     @abc.abstractmethod
     async def serve(

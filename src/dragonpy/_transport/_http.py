@@ -2,7 +2,7 @@
 
 ``GET /pieces/{task_id}/{number}`` answers ``200`` with the piece's bytes and two
 headers, ``X-Dragonpy-Piece-Offset`` and ``X-Dragonpy-Piece-Digest``; ``404`` when the
-task or piece is not held. Connections are kept alive.
+task or piece is not held, with a text body naming which. Connections are kept alive.
 
 Both halves keep piece bodies out of Python objects. The server parses requests with
 h11 on the event loop, then answers each one from a worker thread that holds the
@@ -36,6 +36,7 @@ from .._http11 import HeadError, StaleConnection, TruncatedBody, read_body, read
 from .._pieces import MIB, Piece
 from .._storage import PieceStore
 from ._base import PieceClient, PieceNotFound, PieceServer, TransportError
+from ._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits
 from ._sockets import accept, listen
 
 logger = logging.getLogger("dragonpy.transport.http")
@@ -74,6 +75,7 @@ class HttpPieceServer(PieceServer):
     At most ``max_connections`` connections are open at once; more wait in the
     listen backlog. A connection closes after ``idle_timeout`` seconds without a
     complete request head, or when its peer stops reading for ``send_timeout``.
+    Pieces go out within ``limits``.
     """
 
     name: ClassVar[str] = "http"
@@ -85,8 +87,9 @@ class HttpPieceServer(PieceServer):
         max_connections: int = 256,
         idle_timeout: float = 60.0,
         send_timeout: float = 30.0,
+        limits: UploadLimits = DEFAULT_UPLOAD_LIMITS,
     ) -> None:
-        super().__init__(store)
+        super().__init__(store, limits=limits)
         if max_connections < 1:
             raise ValueError(f"max_connections must be positive: {max_connections}")
         self.max_connections = max_connections
@@ -213,9 +216,10 @@ class _Connection:
 
         task_id, number = match[1].decode(), int(match[2])
         try:
-            await anyio.to_thread.run_sync(
-                self._send_piece, task_id, number, close, limiter=self._threads
-            )
+            async with self._server.throttle.slot():
+                await anyio.to_thread.run_sync(
+                    self._send_piece, task_id, number, close, limiter=self._threads
+                )
         except StoreError as exc:
             if self._h11.our_state is not h11.SEND_RESPONSE:
                 raise
@@ -239,24 +243,31 @@ class _Connection:
         return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
 
     def _send_piece(self, task_id: str, number: int, close: bool) -> None:
-        """Write the piece (or a 404) while the store's read transaction is open."""
+        """Write the piece, or a 404 saying what is missing."""
         with self._server.store.read_verified_piece(task_id, number) as found:
-            if found is None:
-                self._send_simple(404, "task or piece not found", close, [])
+            if found is not None:
+                self._send_found(*found, close)
                 return
-            piece, view = found
-            headers = [
-                ("Content-Type", "application/octet-stream"),
-                ("Content-Length", str(piece.length)),
-                (OFFSET_HEADER, str(piece.offset)),
-                (DIGEST_HEADER, piece.digest),
-                *_closing(close),
-            ]
-            head = self._h11.send(h11.Response(status_code=200, headers=headers))
-            # h11 only counts the bytes here; passthrough keeps it from copying them.
-            self._h11.send_with_data_passthrough(h11.Data(data=cast(bytes, view)))
-            self._h11.send(h11.EndOfMessage())
-            _send_all(self._sock, [head, view], self._server.send_timeout)
+
+        message = self._server.describe_missing(task_id, number)
+        self._send_simple(404, message, close, [])
+
+    def _send_found(self, piece: Piece, view: memoryview, close: bool) -> None:
+        """Write a piece while the store's read transaction is open."""
+        headers = [
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Length", str(piece.length)),
+            (OFFSET_HEADER, str(piece.offset)),
+            (DIGEST_HEADER, piece.digest),
+            *_closing(close),
+        ]
+        head = self._h11.send(h11.Response(status_code=200, headers=headers))
+        # h11 only counts the bytes here; passthrough keeps it from copying them.
+        self._h11.send_with_data_passthrough(h11.Data(data=cast(bytes, view)))
+        self._h11.send(h11.EndOfMessage())
+
+        self._server.throttle.pace(len(head) + len(view))
+        _send_all(self._sock, [head, view], self._server.send_timeout)
 
     async def _respond(
         self,

@@ -18,6 +18,7 @@ from ..._errors import StoreError
 from ..._pieces import Piece
 from ..._storage import PieceStore
 from .._base import PieceServer
+from .._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits
 from .._sockets import accept, listen
 from ._wire import (
     CAP_ZSTD,
@@ -101,8 +102,9 @@ class TcpPieceServer(PieceServer):
         idle_timeout: float = 60.0,
         compression: bool = True,
         compression_level: int = 3,
+        limits: UploadLimits = DEFAULT_UPLOAD_LIMITS,
     ) -> None:
-        super().__init__(store)
+        super().__init__(store, limits=limits)
         self.max_connections = max_connections
         self.max_in_flight = max_in_flight
         self.idle_timeout = idle_timeout
@@ -321,10 +323,15 @@ class _ServerConnection:
 
     async def _send(self, reply: _Reply) -> bool:
         """Send one reply from a worker thread; False if the connection broke."""
+        # Only answers to GET take an upload slot: other frames are a few bytes.
+        slot: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+        if isinstance(reply, _Get):
+            slot = self.server.throttle.slot()
         try:
-            sent, compressed = await anyio.to_thread.run_sync(
-                self._send_blocking, reply, limiter=self.server._send_threads
-            )
+            async with slot:
+                sent, compressed = await anyio.to_thread.run_sync(
+                    self._send_blocking, reply, limiter=self.server._send_threads
+                )
         except OSError as exc:
             logger.debug("tcp: cannot send to %s: %s", self.peer, exc)
             return False
@@ -346,24 +353,25 @@ class _ServerConnection:
             with self.server.store.read_verified_piece(
                 reply.task_id, reply.number
             ) as found:
-                if found is None:
-                    message = f"no piece {reply.number} of task {reply.task_id}"
-                    frame = encode_error(reply.request_id, ErrorCode.NOT_FOUND, message)
-                    send_all(self.sock, frame, self.server.idle_timeout)
-                    return len(frame), None
+                if found is not None:
+                    head, payload, compressed = self._encode_piece(reply, *found)
+                    self.server.throttle.pace(len(head) + len(payload))
+                    started = True
+                    send_all(self.sock, head, self.server.idle_timeout)
+                    send_all(self.sock, payload, self.server.idle_timeout)
+                    return len(head) + len(payload), compressed
 
-                piece, view = found
-                head, payload, compressed = self._encode_piece(reply, piece, view)
-                started = True
-                send_all(self.sock, head, self.server.idle_timeout)
-                send_all(self.sock, payload, self.server.idle_timeout)
-                return len(head) + len(payload), compressed
+            message = self.server.describe_missing(reply.task_id, reply.number)
+            return self._send_error(reply, ErrorCode.NOT_FOUND, message), None
         except StoreError as exc:
             if started:
                 raise ConnectionAbortedError(errno.ECONNABORTED, str(exc)) from exc
-            frame = encode_error(reply.request_id, ErrorCode.INTERNAL, str(exc))
-            send_all(self.sock, frame, self.server.idle_timeout)
-            return len(frame), None
+            return self._send_error(reply, ErrorCode.INTERNAL, str(exc)), None
+
+    def _send_error(self, reply: _Get, code: ErrorCode, message: str) -> int:
+        frame = encode_error(reply.request_id, code, message)
+        send_all(self.sock, frame, self.server.idle_timeout)
+        return len(frame)
 
     def _encode_piece(
         self, reply: _Get, piece: Piece, view: memoryview

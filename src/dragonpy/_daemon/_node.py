@@ -1,0 +1,286 @@
+"""The peer daemon: one node of the swarm.
+
+A node serves its store's pieces to other peers, announces its host to the
+scheduler, downloads tasks through the swarm for local clients (``dragonpy get``
+through the control socket) and, as a seed, for the scheduler's triggers. It also
+answers health checks (4003) and Prometheus scrapes (4002).
+
+Without a scheduler a node is a complete single-node cache: it fetches from the
+origin and keeps the pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Final
+
+import anyio
+import anyio.abc
+import attrs
+
+from .._backends import BackendOptions, Backends
+from .._download import Download
+from .._errors import DragonpyError
+from .._identity import host_id
+from .._scheduler import (
+    HostAnnounce,
+    PeerFinished,
+    PeerRegister,
+    SchedulerClient,
+    SchedulerForgot,
+    SchedulerRefused,
+    SchedulerUnreachable,
+    SeedTrigger,
+)
+from .._storage import StorePolicy, open_store
+from .._transport import PieceClient, open_client, open_server
+from .._web import Request, Response, serve_tcp, serve_unix, text
+from ._control import control_router
+from ._metrics import DaemonMetrics
+from ._swarm import SwarmDownload, SwarmResult
+
+logger = logging.getLogger("dragonpy.daemon")
+
+#: The control socket's name inside the store directory; ``dragonpy get`` looks
+#: for it there to hand its downloads to the daemon.
+CONTROL_SOCKET: Final = "daemon.sock"
+_TRIGGER_WAIT: Final = 20.0
+_ANNOUNCE_RETRY: Final = 1.0
+
+
+@attrs.frozen
+class DaemonConfig:
+    store_dir: Path
+    scheduler: str | None = None  # host:port
+    seed: bool = False
+    ip: str = "127.0.0.1"
+    hostname: str = attrs.field(factory=socket.gethostname)
+    listen: str = "0.0.0.0"
+    piece_port: int = 4000
+    metrics_port: int = 4002
+    health_port: int = 4003
+    transport: str = "tcp"
+    concurrency: int = 8
+    #: Pieces a fetcher requests from the origin at once. A fetcher that dies
+    #: leaves at most this many pieces half-sent, which its successor fetches again.
+    origin_concurrency: int = 4
+    upload_capacity: int = 32
+    idc: str = ""
+    location: str = ""
+    store_policy: StorePolicy = attrs.field(factory=StorePolicy)
+    #: Seconds without the scheduler before a download goes to the origin itself.
+    fallback_after: float = 10.0
+    scheduler_timeout: float = 5.0
+
+
+@attrs.define
+class _Running:
+    """A download in progress, shared by everyone who asks for its task."""
+
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    result: SwarmResult | None = None
+    error: BaseException | None = None
+
+
+class Node:
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.store = open_store(config.store_dir, config.store_policy)
+        self.backends = Backends(BackendOptions())
+        self.metrics = DaemonMetrics()
+        self.scheduler = (
+            SchedulerClient(config.scheduler, timeout=config.scheduler_timeout)
+            if config.scheduler
+            else None
+        )
+        self.host = HostAnnounce(
+            id=host_id(config.ip, config.hostname, seed=config.seed),
+            hostname=config.hostname,
+            ip=config.ip,
+            piece_port=config.piece_port,
+            transport=config.transport,
+            seed=config.seed,
+            upload_capacity=config.upload_capacity,
+            idc=config.idc,
+            location=config.location,
+        )
+        self.keepalive = 5.0
+        self._clients: dict[str, PieceClient] = {}
+        #: Registrations of the tasks this node finished, to tell a restarted
+        #: scheduler who holds them.
+        self.finished: dict[str, PeerRegister] = {}
+        self._scheduler_instance: str | None = None
+        self._running: dict[str, _Running] = {}
+        self._group: anyio.abc.TaskGroup | None = None
+
+    def piece_client(self, transport: str) -> PieceClient:
+        client = self._clients.get(transport)
+        if client is None:
+            client = self._clients[transport] = open_client(transport)
+        return client
+
+    # Running
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled; reports started once every port listens."""
+        config = self.config
+        server = open_server(config.transport, self.store)
+        try:
+            async with anyio.create_task_group() as group:
+                self._group = group
+                port = await group.start(server.serve, config.listen, config.piece_port)
+                self.host = attrs.evolve(self.host, piece_port=port)
+                await group.start(
+                    serve_tcp, config.listen, config.health_port, self._health
+                )
+                await group.start(
+                    serve_tcp, config.listen, config.metrics_port, self._metrics
+                )
+                socket_path = os.path.join(self.store.directory, CONTROL_SOCKET)
+                await group.start(serve_unix, socket_path, control_router(self))
+                if self.scheduler is not None:
+                    await self._announce_first()
+                    group.start_soon(self._announce_forever)
+                    if config.seed:
+                        group.start_soon(self._take_triggers)
+                logger.info(
+                    "daemon %s up: pieces on %d (%s), health %d, metrics %d, "
+                    "scheduler %s",
+                    self.host.id,
+                    port,
+                    config.transport,
+                    config.health_port,
+                    config.metrics_port,
+                    config.scheduler or "none (single node)",
+                )
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._leave()
+
+    async def download(
+        self,
+        request: Download,
+        *,
+        headers: dict[str, str] | None = None,
+        wanted: list[int] | None = None,
+    ) -> SwarmResult:
+        """Download a task into the store; joins a download of it already running."""
+        running = self._running.get(request.task_id)
+        if running is not None:
+            await running.done.wait()
+            if running.error is not None:
+                raise running.error
+            assert running.result is not None
+            return running.result
+
+        running = self._running[request.task_id] = _Running()
+        try:
+            running.result = await SwarmDownload(
+                self, request, headers=headers, wanted=wanted
+            ).run()
+            return running.result
+        except BaseException as exc:
+            running.error = exc
+            raise
+        finally:
+            del self._running[request.task_id]
+            running.done.set()
+
+    # The scheduler
+
+    async def announce(self) -> None:
+        assert self.scheduler is not None
+        reply = await self.scheduler.announce(self.host)
+        self.keepalive = reply.keepalive
+        if reply.instance != self._scheduler_instance:
+            self._scheduler_instance = reply.instance
+            if self.finished and self._group is not None:
+                self._group.start_soon(self._register_finished)
+
+    async def _register_finished(self) -> None:
+        """Tell a scheduler that just started which tasks this node holds whole."""
+        assert self.scheduler is not None
+        for task_id, registration in list(self.finished.items()):
+            record = await anyio.to_thread.run_sync(self.store.get_task, task_id)
+            if record is None or not record.complete:
+                del self.finished[task_id]
+                continue
+            try:
+                await self.scheduler.register(attrs.evolve(registration, resumed=True))
+                await self.scheduler.finished(registration.peer_id, PeerFinished(True))
+            except DragonpyError as exc:
+                logger.info("could not register finished task %s: %s", task_id, exc)
+                return
+
+    async def _announce_first(self) -> None:
+        try:
+            await self.announce()
+        except (SchedulerUnreachable, SchedulerRefused) as exc:
+            self.metrics.failures.labels("scheduler_unreachable").inc()
+            logger.warning("cannot announce to the scheduler yet: %s", exc)
+
+    async def _announce_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.keepalive)
+            try:
+                await self.announce()
+            except (SchedulerUnreachable, SchedulerRefused) as exc:
+                self.metrics.failures.labels("scheduler_unreachable").inc()
+                logger.warning("announce to the scheduler failed: %s", exc)
+                await anyio.sleep(_ANNOUNCE_RETRY)
+
+    async def _take_triggers(self) -> None:
+        assert self.scheduler is not None and self._group is not None
+        while True:
+            try:
+                triggers = await self.scheduler.triggers(
+                    self.host.id, wait=_TRIGGER_WAIT
+                )
+            except SchedulerForgot:
+                await self._announce_first()
+                continue
+            except (SchedulerUnreachable, SchedulerRefused):
+                await anyio.sleep(_ANNOUNCE_RETRY)
+                continue
+            for trigger in triggers:
+                self._group.start_soon(self._seed, trigger)
+
+    async def _seed(self, trigger: SeedTrigger) -> None:
+        request = Download(
+            trigger.url,
+            tag=trigger.tag,
+            application=trigger.application,
+            digest=trigger.digest,
+        )
+        try:
+            await self.download(request, headers=trigger.headers)
+        except DragonpyError as exc:
+            logger.warning("seeding %s failed: %s", trigger.task_id, exc)
+
+    async def _leave(self) -> None:
+        if self.scheduler is None:
+            return
+        with anyio.move_on_after(self.config.scheduler_timeout):
+            try:
+                await self.scheduler.leave_host(self.host.id)
+            except DragonpyError as exc:
+                logger.info("could not leave the scheduler: %s", exc)
+        await self.scheduler.aclose()
+
+    # Health and metrics
+
+    async def _health(self, request: Request) -> Response:
+        if request.path == "/healthy":
+            return text(200, "OK")
+        return text(404, "health is at /healthy")
+
+    async def _metrics(self, request: Request) -> Response:
+        if request.path == "/metrics":
+            return Response(200, self.metrics.exposition(), self.metrics.content_type)
+        return text(404, "metrics are at /metrics")

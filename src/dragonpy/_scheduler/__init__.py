@@ -1,0 +1,66 @@
+"""The scheduler: who downloads what from whom, so the origin is fetched once.
+
+``Scheduler`` is the in-memory core, ``SchedulerServer`` its HTTP/JSON API
+(``dragonpy scheduler``, port 8002) and ``SchedulerClient`` the daemon's side.
+The protocol is described in ``docs/scheduler.md``.
+"""
+
+from ._client import (
+    SchedulerClient,
+    SchedulerForgot,
+    SchedulerRefused,
+    SchedulerUnreachable,
+)
+from ._core import Scheduler, SchedulerConfig, SchedulerError, UnknownHost, UnknownPeer
+from ._messages import (
+    AnnounceReply,
+    FailureKind,
+    HostAnnounce,
+    MessageError,
+    ParentFailure,
+    ParentInfo,
+    PeerFinished,
+    PeerRegister,
+    PeerView,
+    PieceInfo,
+    PieceReport,
+    ReportedPiece,
+    Role,
+    SeedTrigger,
+    SeedTriggers,
+    decode,
+    encode,
+)
+from ._server import DEFAULT_PORT, SchedulerServer, run_scheduler
+
+__all__ = [
+    "DEFAULT_PORT",
+    "AnnounceReply",
+    "FailureKind",
+    "HostAnnounce",
+    "MessageError",
+    "ParentFailure",
+    "ParentInfo",
+    "PeerFinished",
+    "PeerRegister",
+    "PeerView",
+    "PieceInfo",
+    "PieceReport",
+    "ReportedPiece",
+    "Role",
+    "Scheduler",
+    "SchedulerClient",
+    "SchedulerConfig",
+    "SchedulerError",
+    "SchedulerForgot",
+    "SchedulerRefused",
+    "SchedulerServer",
+    "SchedulerUnreachable",
+    "SeedTrigger",
+    "SeedTriggers",
+    "UnknownHost",
+    "UnknownPeer",
+    "decode",
+    "encode",
+    "run_scheduler",
+]

@@ -1,0 +1,197 @@
+"""The scheduler's HTTP/JSON API around the in-memory ``Scheduler``.
+
+Long polls are how changes reach daemons without them polling: a request for a
+peer's view with ``since=V`` waits on its task's change event until the version
+passes ``V`` or the timeout ends, and a seed's request for triggers waits on its
+host's event. The core stays synchronous; this module owns time (``tick``) and the
+events.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Final, TypeVar
+
+import anyio
+import anyio.abc
+import attrs
+
+from .._web import Request, Response, Router, serve_tcp, text
+from ._core import Scheduler, SchedulerConfig, SchedulerError, UnknownHost, UnknownPeer
+from ._messages import (
+    MAX_POLL_TIMEOUT,
+    HostAnnounce,
+    MessageError,
+    PeerFinished,
+    PeerRegister,
+    PieceReport,
+    SeedTriggers,
+    decode,
+    encode,
+)
+
+__all__ = ["DEFAULT_PORT", "SchedulerServer", "run_scheduler"]
+
+logger = logging.getLogger("dragonpy.scheduler")
+
+DEFAULT_PORT: Final = 8002
+_TICK_INTERVAL: Final = 0.25
+_DEFAULT_POLL_TIMEOUT: Final = 30.0
+
+T = TypeVar("T")
+
+
+class _Changes:
+    """One event per key, replaced each time it fires, so waiters wake once."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, anyio.Event] = {}
+
+    def fire(self, key: str) -> None:
+        event = self._events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, key: str, timeout: float) -> None:
+        event = self._events.setdefault(key, anyio.Event())
+        with anyio.move_on_after(timeout):
+            await event.wait()
+
+
+class SchedulerServer:
+    """Serves one ``Scheduler`` over HTTP."""
+
+    def __init__(self, config: SchedulerConfig | None = None) -> None:
+        self._task_changes = _Changes()
+        self._trigger_changes = _Changes()
+        self.scheduler = Scheduler(
+            config or SchedulerConfig(),
+            on_change=self._task_changes.fire,
+            on_trigger=self._trigger_changes.fire,
+        )
+        self._task_of: dict[str, str] = {}
+        self.instance = uuid.uuid4().hex
+        self.router = Router()
+        self.router.add("POST", r"/hosts", self._announce)
+        self.router.add("DELETE", r"/hosts/([^/]+)", self._leave_host)
+        self.router.add("GET", r"/hosts/([^/]+)/triggers", self._triggers)
+        self.router.add("POST", r"/peers", self._register)
+        self.router.add("GET", r"/peers/([^/]+)/view", self._view)
+        self.router.add("POST", r"/peers/([^/]+)/report", self._report)
+        self.router.add("POST", r"/peers/([^/]+)/finished", self._finished)
+        self.router.add("DELETE", r"/peers/([^/]+)", self._leave_peer)
+        self.router.add("GET", r"/healthy", self._healthy)
+
+    async def serve(
+        self,
+        host: str = "0.0.0.0",
+        port: int = DEFAULT_PORT,
+        *,
+        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._tick_forever)
+            bound = await group.start(serve_tcp, host, port, self._handle)
+            logger.info("scheduler listening on %s:%d", host, bound)
+            task_status.started(bound)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await anyio.sleep(_TICK_INTERVAL)
+            self.scheduler.tick()
+
+    async def _handle(self, request: Request) -> Response:
+        try:
+            return await self.router(request)
+        except MessageError as exc:
+            return text(400, f"bad message: {exc}")
+        except (UnknownHost, UnknownPeer) as exc:
+            return text(404, str(exc))
+        except SchedulerError as exc:
+            return text(422, str(exc))
+
+    # Hosts
+
+    async def _announce(self, request: Request) -> Response:
+        reply = self.scheduler.announce_host(decode(request.body, HostAnnounce))
+        return Response(200, encode(attrs.evolve(reply, instance=self.instance)))
+
+    async def _leave_host(self, request: Request) -> Response:
+        self.scheduler.leave_host(request.params[0])
+        return Response(204)
+
+    async def _triggers(self, request: Request) -> Response:
+        host_id = request.params[0]
+        triggers = self.scheduler.take_triggers(host_id)
+        if not triggers:
+            await self._trigger_changes.wait(host_id, _poll_timeout(request))
+            triggers = self.scheduler.take_triggers(host_id)
+        return Response(200, encode(SeedTriggers(triggers)))
+
+    # Peers
+
+    async def _register(self, request: Request) -> Response:
+        registration = decode(request.body, PeerRegister)
+        view = self.scheduler.register_peer(registration)
+        self._task_of[registration.peer_id] = registration.task_id
+        return Response(200, encode(view))
+
+    async def _view(self, request: Request) -> Response:
+        peer_id = request.params[0]
+        since = _query_int(request, "since", -1)
+        if self.scheduler.version(peer_id) <= since:
+            task_id = self._task_of.get(peer_id, "")
+            await self._task_changes.wait(task_id, _poll_timeout(request))
+        return Response(200, encode(self.scheduler.view(peer_id)))
+
+    async def _report(self, request: Request) -> Response:
+        self.scheduler.report(request.params[0], decode(request.body, PieceReport))
+        return Response(204)
+
+    async def _finished(self, request: Request) -> Response:
+        self.scheduler.finish(request.params[0], decode(request.body, PeerFinished))
+        return Response(204)
+
+    async def _leave_peer(self, request: Request) -> Response:
+        self.scheduler.leave_peer(request.params[0])
+        self._task_of.pop(request.params[0], None)
+        return Response(204)
+
+    async def _healthy(self, request: Request) -> Response:
+        return text(200, "OK")
+
+
+def _poll_timeout(request: Request) -> float:
+    return min(
+        _query_float(request, "timeout", _DEFAULT_POLL_TIMEOUT), MAX_POLL_TIMEOUT
+    )
+
+
+def _query_int(request: Request, name: str, default: int) -> int:
+    return _query(request, name, default, int)
+
+
+def _query_float(request: Request, name: str, default: float) -> float:
+    value = _query(request, name, default, float)
+    if not value >= 0:  # also refuses NaN
+        raise MessageError(f"query parameter {name} must not be negative")
+    return value
+
+
+def _query(request: Request, name: str, default: T, parse: Callable[[str], T]) -> T:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return parse(raw)
+    except ValueError:
+        raise MessageError(f"query parameter {name}={raw!r} is not a number") from None
+
+
+async def run_scheduler(
+    host: str, port: int, config: SchedulerConfig | None = None
+) -> None:
+    """Run a scheduler until cancelled (``dragonpy scheduler``)."""
+    await SchedulerServer(config).serve(host, port)

@@ -1,0 +1,273 @@
+"""A small HTTP/1.1 server for the JSON and plain-text endpoints of dragonpy's
+processes: the scheduler's API, a daemon's health, metrics and control endpoints.
+
+It speaks h11 over anyio streams (TCP or a Unix socket), keeps connections alive,
+reads whole request bodies up to ``MAX_BODY`` and answers with a whole body or a
+chunked stream. A request that is not HTTP, too large or too slow gets a 4xx and the
+connection closes; a handler that raises gets a 500 and a log line, and the server
+goes on. Piece bodies never pass through here: the piece transports have their own
+zero-copy servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final
+from urllib.parse import parse_qsl, urlsplit
+
+import anyio
+import anyio.abc
+import attrs
+import h11
+
+logger = logging.getLogger("dragonpy.web")
+
+MAX_BODY: Final = 4 * 1024 * 1024
+_MAX_HEAD: Final = 16 * 1024
+_RECEIVE_SIZE: Final = 64 * 1024
+_IDLE_TIMEOUT: Final = 120.0
+_BODY_TIMEOUT: Final = 30.0
+
+
+@attrs.frozen
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # names lowercased
+    body: bytes
+    #: Groups of the route pattern that matched the path.
+    params: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Response:
+    status: int
+    body: bytes | AsyncIterator[bytes] = b""
+    content_type: str = "application/json"
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def text(status: int, message: str) -> Response:
+    """A plain-text answer, newline-terminated for terminals."""
+    return Response(status, (message + "\n").encode(), "text/plain; charset=utf-8")
+
+
+class Router:
+    """Dispatches requests by method and a full-match path pattern."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        self._routes.append((method, re.compile(pattern), handler))
+
+    async def __call__(self, request: Request) -> Response:
+        allowed = []
+        for method, pattern, handler in self._routes:
+            match = pattern.fullmatch(request.path)
+            if match is None:
+                continue
+            if method == request.method:
+                return await handler(attrs.evolve(request, params=match.groups()))
+            allowed.append(method)
+        if allowed:
+            return text(405, f"{request.method} is not allowed here; use {allowed[0]}")
+        return text(404, f"no endpoint at {request.path}")
+
+
+async def serve_tcp(
+    host: str,
+    port: int,
+    handler: Handler,
+    *,
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve on ``host:port`` until cancelled; reports the bound port once listening."""
+    listener = await anyio.create_tcp_listener(
+        local_host=host, local_port=port, reuse_port=False
+    )
+    async with listener:
+        bound = listener.extra(anyio.abc.SocketAttribute.local_port)
+        task_status.started(bound)
+        await listener.serve(lambda stream: _serve_connection(stream, handler))
+
+
+async def serve_unix(
+    path: str,
+    handler: Handler,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve on the Unix socket ``path`` (replacing a stale one) until cancelled."""
+    await anyio.Path(path).unlink(missing_ok=True)
+    listener = await anyio.create_unix_listener(path)
+    try:
+        async with listener:
+            task_status.started()
+            await listener.serve(lambda stream: _serve_connection(stream, handler))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.Path(path).unlink(missing_ok=True)
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _serve_connection(stream: anyio.abc.ByteStream, handler: Handler) -> None:
+    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+    async with stream:
+        try:
+            while True:
+                try:
+                    request = await _read_request(stream, connection)
+                except _BadRequest as exc:
+                    await _send_error(stream, connection, exc.status, str(exc))
+                    return
+                if request is None:
+                    return
+                response = await _handle(handler, request)
+                await _send_response(stream, connection, response)
+                if connection.our_state is not h11.DONE:
+                    return
+                connection.start_next_cycle()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return  # the client went away
+        except h11.LocalProtocolError as exc:
+            logger.debug("connection ended: %r", exc)
+
+
+async def _read_request(
+    stream: anyio.abc.ByteStream, connection: h11.Connection
+) -> Request | None:
+    """The next request, or None when the client closed or idled out between them."""
+    event = await _next_event(stream, connection, _IDLE_TIMEOUT, between=True)
+    if event is None:
+        return None
+    if not isinstance(event, h11.Request):
+        raise _BadRequest(400, "expected an HTTP/1.1 request")
+    body = bytearray()
+    with anyio.move_on_after(_BODY_TIMEOUT) as scope:
+        while True:
+            part = await _next_event(stream, connection, _BODY_TIMEOUT, between=False)
+            if isinstance(part, h11.Data):
+                body += part.data
+                if len(body) > MAX_BODY:
+                    raise _BadRequest(413, f"request body is over {MAX_BODY} bytes")
+            elif isinstance(part, h11.EndOfMessage):
+                break
+            else:
+                raise _BadRequest(400, "request body ended early")
+    if scope.cancelled_caught:
+        raise _BadRequest(408, "request body was not sent in time")
+
+    target = urlsplit(event.target.decode("ascii", "replace"))
+    return Request(
+        method=event.method.decode("ascii", "replace"),
+        path=target.path,
+        query=dict(parse_qsl(target.query)),
+        headers={
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in event.headers
+        },
+        body=bytes(body),
+    )
+
+
+async def _next_event(
+    stream: anyio.abc.ByteStream,
+    connection: h11.Connection,
+    timeout: float,
+    *,
+    between: bool,
+) -> h11.Event | None:
+    while True:
+        try:
+            event = connection.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise _BadRequest(exc.error_status_hint, f"bad request: {exc}") from exc
+        if event is not h11.NEED_DATA:
+            if isinstance(event, h11.ConnectionClosed):
+                if between:
+                    return None
+                raise _BadRequest(400, "connection closed mid-request")
+            return event  # type: ignore[return-value]
+        with anyio.move_on_after(timeout):
+            try:
+                data = await stream.receive(_RECEIVE_SIZE)
+            except anyio.EndOfStream:
+                data = b""
+            connection.receive_data(data)
+            continue
+        if between:
+            return None
+        raise _BadRequest(408, "request was not sent in time")
+
+
+async def _handle(handler: Handler, request: Request) -> Response:
+    try:
+        return await handler(request)
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.path)
+        return text(500, "internal error; see the server's log")
+
+
+async def _send_response(
+    stream: anyio.abc.ByteStream, connection: h11.Connection, response: Response
+) -> None:
+    headers = [("Content-Type", response.content_type)]
+    if isinstance(response.body, bytes):
+        headers.append(("Content-Length", str(len(response.body))))
+        await _send(
+            stream,
+            connection,
+            h11.Response(status_code=response.status, headers=headers),
+        )
+        await _send(stream, connection, h11.Data(data=response.body))
+    else:
+        headers.append(("Transfer-Encoding", "chunked"))
+        await _send(
+            stream,
+            connection,
+            h11.Response(status_code=response.status, headers=headers),
+        )
+        async for chunk in response.body:
+            if chunk:
+                await _send(stream, connection, h11.Data(data=chunk))
+    await _send(stream, connection, h11.EndOfMessage())
+
+
+async def _send_error(
+    stream: anyio.abc.ByteStream, connection: h11.Connection, status: int, message: str
+) -> None:
+    if connection.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    body = (message + "\n").encode()
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+    ]
+    try:
+        await _send(
+            stream, connection, h11.Response(status_code=status, headers=headers)
+        )
+        await _send(stream, connection, h11.Data(data=body))
+        await _send(stream, connection, h11.EndOfMessage())
+    except (anyio.BrokenResourceError, OSError, h11.LocalProtocolError):
+        pass
+
+
+async def _send(
+    stream: anyio.abc.ByteStream, connection: h11.Connection, event: h11.Event
+) -> None:
+    data = connection.send(event)
+    if data:
+        await stream.send(data)

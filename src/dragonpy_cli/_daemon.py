@@ -1,0 +1,113 @@
+"""``dragonpy-daemon`` (also ``dragonpy daemon``): run a peer of the swarm."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import click
+
+from dragonpy import StorePolicy
+from dragonpy._daemon import DaemonConfig, Node
+from dragonpy._transport import TRANSPORTS
+
+from ._common import parse_size, store_options
+from ._serve import configure_logging, run_until_signalled
+
+
+@click.command()
+@store_options
+@click.option("--scheduler", metavar="HOST:PORT", help="Join this scheduler's swarm.")
+@click.option("--seed", is_flag=True, help="Fetch from the origin when asked to.")
+@click.option("--ip", default="127.0.0.1", show_default=True, help="Address peers use.")
+@click.option("--hostname", default=socket.gethostname, help="Name of this host.")
+@click.option("--listen", default="0.0.0.0", show_default=True)
+@click.option(
+    "--piece-port", type=click.IntRange(0, 65535), default=4000, show_default=True
+)
+@click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), default=4002, show_default=True
+)
+@click.option(
+    "--health-port", type=click.IntRange(0, 65535), default=4003, show_default=True
+)
+@click.option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default=TRANSPORTS[0],
+    show_default=True,
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 256), default=8, show_default=True
+)
+@click.option(
+    "--upload-capacity", type=click.IntRange(1, 4096), default=32, show_default=True
+)
+@click.option(
+    "--origin-concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Pieces fetched from the origin at once.",
+)
+@click.option("--idc", default="", help="Data center, for affinity.")
+@click.option("--location", default="", help="country|region|city|zone|rack.")
+@click.option(
+    "--fallback-after",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds without the scheduler before going to the origin directly.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=lambda: os.environ.get("DRAGONPY_LOG_LEVEL", "info"),
+)
+def daemon(
+    store_dir: Path,
+    store_capacity: str,
+    scheduler: str | None,
+    seed: bool,
+    ip: str,
+    hostname: str,
+    listen: str,
+    piece_port: int,
+    metrics_port: int,
+    health_port: int,
+    transport: str,
+    concurrency: int,
+    origin_concurrency: int,
+    upload_capacity: int,
+    idc: str,
+    location: str,
+    fallback_after: float,
+    log_level: str,
+) -> None:
+    """Serve pieces to peers and download through the swarm."""
+    configure_logging(log_level)
+    config = DaemonConfig(
+        store_dir=store_dir,
+        scheduler=scheduler,
+        seed=seed,
+        ip=ip,
+        hostname=hostname,
+        listen=listen,
+        piece_port=piece_port,
+        metrics_port=metrics_port,
+        health_port=health_port,
+        transport=transport,
+        concurrency=concurrency,
+        origin_concurrency=origin_concurrency,
+        upload_capacity=upload_capacity,
+        idc=idc,
+        location=location,
+        store_policy=StorePolicy(capacity=parse_size(store_capacity)),
+        fallback_after=fallback_after,
+    )
+    run_until_signalled(Node(config).run)
+
+
+def main() -> None:
+    daemon(prog_name="dragonpy-daemon")

@@ -1,0 +1,77 @@
+"""``dragonpy scheduler``: run the swarm's scheduler."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from dragonpy._scheduler import DEFAULT_PORT, SchedulerConfig, run_scheduler
+
+from ._serve import configure_logging, run_until_signalled
+
+
+@click.command()
+@click.option("--listen", default="0.0.0.0", show_default=True)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True
+)
+@click.option(
+    "--keepalive",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds between host announces.",
+)
+@click.option(
+    "--host-ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=15.0,
+    show_default=True,
+    help="Seconds of silence before a host is gone.",
+)
+@click.option(
+    "--seed-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds a triggered seed has to register.",
+)
+@click.option(
+    "--restart-grace",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds after start that resumed peers wait for their fetcher.",
+)
+@click.option(
+    "--parent-limit", type=click.IntRange(1, 64), default=4, show_default=True
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=lambda: os.environ.get("DRAGONPY_LOG_LEVEL", "info"),
+)
+def scheduler(
+    listen: str,
+    port: int,
+    keepalive: float,
+    host_ttl: float,
+    seed_timeout: float,
+    restart_grace: float,
+    parent_limit: int,
+    log_level: str,
+) -> None:
+    """Tell every peer whom to fetch from, so the origin serves each task once."""
+    configure_logging(log_level)
+    try:
+        config = SchedulerConfig(
+            keepalive=keepalive,
+            host_ttl=host_ttl,
+            seed_timeout=seed_timeout,
+            restart_grace=restart_grace,
+            parent_limit=parent_limit,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    run_until_signalled(lambda: run_scheduler(listen, port, config))

@@ -1,0 +1,47 @@
+"""Running a long-lived service until SIGTERM or SIGINT, shared by the daemon and
+the scheduler commands."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        force=True,  # ``dragonpy daemon``: the group configured it already
+    )
+    # httpx logs every request at INFO: a daemon's announces would drown its log.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+
+
+def run_until_signalled(service: Callable[[], Awaitable[None]]) -> None:
+    """Run ``service`` until it returns or the process is asked to stop; stopping
+    cancels it, so it leaves cleanly (tells the scheduler, removes its socket)."""
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(
+                    signal.SIGTERM, signal.SIGINT
+                ) as signals:
+                    async for signum in signals:
+                        logging.getLogger("dragonpy").info(
+                            "stopping on %s", signal.Signals(signum).name
+                        )
+                        group.cancel_scope.cancel()
+                        return
+
+            group.start_soon(stop_on_signal)
+            await service()
+            group.cancel_scope.cancel()
+
+    gc.freeze()
+    anyio.run(main)
