@@ -22,7 +22,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final, TypeVar
@@ -77,7 +77,7 @@ class BenchmarkError(Exception):
 def nginx_serving(root: Path) -> Iterator[str]:
     """Serve ``root`` with nginx on loopback; yields the base URL (no trailing /)."""
     with tempfile.TemporaryDirectory(prefix="dragonpy-nginx-") as prefix:
-        port = _free_port()
+        port = free_port()
         conf = Path(prefix) / "nginx.conf"
         conf.write_text(_nginx_conf(Path(prefix), root.resolve(), port))
         log = Path(prefix) / "stderr.log"
@@ -91,7 +91,7 @@ def nginx_serving(root: Path) -> Iterator[str]:
                 start_new_session=True,
             )
         try:
-            _wait_until_answering(process, port, Path(prefix))
+            wait_until_answering(process, port, lambda: _logs(Path(prefix)))
             yield f"http://127.0.0.1:{port}"
         finally:
             _stop(process)
@@ -106,30 +106,31 @@ def _nginx_conf(prefix: Path, root: Path, port: int) -> str:
     return _NGINX_CONF.format(user=user, prefix=prefix, root=root, port=port)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     # The port is free now; nginx binds it a few milliseconds later. A clash shows
-    # up as nginx exiting, which _wait_until_answering reports.
+    # up as the server exiting, which wait_until_answering reports.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
 
 
-def _wait_until_answering(
-    process: subprocess.Popen[bytes], port: int, prefix: Path
+def wait_until_answering(
+    process: subprocess.Popen[bytes], port: int, logs: Callable[[], str]
 ) -> None:
+    """Wait until a server answers HTTP on ``port``; ``logs`` explains a failure."""
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise BenchmarkError(f"nginx exited at start:\n{_logs(prefix)}")
+            raise BenchmarkError(f"{process.args!r} exited at start:\n{logs()}")
         if _answers(port):
             return
         time.sleep(_POLL_INTERVAL)
-    raise BenchmarkError(f"nginx did not answer within {_START_TIMEOUT} s")
+    raise BenchmarkError(f"{process.args!r} did not answer within {_START_TIMEOUT} s")
 
 
 def _answers(port: int) -> bool:
-    """True once nginx gives any HTTP answer (the root is a 403 or 404)."""
+    """True once the server gives any HTTP answer (nginx's root is a 403 or 404)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
     try:
         connection.request("HEAD", "/")

@@ -133,6 +133,8 @@ def test_a_peer_joining_late_gets_everything_from_peers(
     assert (cluster.workdir / "late.bin").read_bytes() == content
     assert late.metric("dragonpy_download_bytes_total", source="peer") == len(content)
     assert late.metric("dragonpy_download_bytes_total", source="origin") == 0
+    assert first.metric("dragonpy_upload_pieces_total") == 11
+    assert first.metric("dragonpy_upload_bytes_total") > len(content)  # + headers
     assert origin_bytes(nginx_dir, f"/{name}") == len(content) + 1
 
 
@@ -332,17 +334,11 @@ def test_bad_input_on_every_port(cluster: Cluster) -> None:
 
     health = f"http://127.0.0.1:{daemon.health_port}"
     assert httpx.get(f"{health}/elsewhere").status_code == 404
-    control = httpx.Client(
-        transport=httpx.HTTPTransport(uds=str(daemon.store / "daemon.sock"))
-    )
-    assert control.post("http://daemon/downloads", content=b"[]").status_code == 400
-    assert (
-        control.post(
-            "http://daemon/downloads",
-            content=json.dumps({"url": "http://x/", "digest": "md5:1"}),
-        ).status_code
-        == 400
-    )
+    uds = httpx.HTTPTransport(uds=str(daemon.store / "daemon.sock"))
+    with httpx.Client(transport=uds, base_url="http://daemon") as control:
+        assert control.post("/downloads", content=b"[]").status_code == 400
+        order = {"url": "http://x/", "digest": "md5:1"}
+        assert control.post("/downloads", json=order).status_code == 400
 
     for port in (
         scheduler.port,

@@ -7,6 +7,7 @@ import pytest
 
 import dragonpy
 from dragonpy import _identity, _pieces
+from dragonpy._scheduler import _core, _evaluator, _model
 from dragonpy._storage import _keys
 
 
@@ -29,6 +30,6 @@ def test_every_public_name_is_exported() -> None:
     reason="the compiled build is tested by nox -s tests",
 )
 def test_hot_modules_are_compiled() -> None:
-    for module in (_identity, _pieces, _keys):
+    for module in (_identity, _pieces, _keys, _core, _evaluator, _model):
         assert module.__file__ is not None
         assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))

@@ -791,7 +791,7 @@ def test_unknown_peers_are_refused(scheduler: Scheduler, call: Any) -> None:
             "content_length 5 conflicts with the task's 12582913",
         ),
         (PieceReport(piece_length=1024), "piece_length 1024 conflicts"),
-        (pieces(1, cost=-1), "piece 1 took -1 seconds"),
+        (pieces(1, cost=-1.0), "piece 1 took -1.0 seconds"),
         (pieces(1, cost=math.nan), "piece 1 took nan seconds"),
     ],
 )

@@ -13,6 +13,7 @@ from ._backends import (
     OriginStat,
     register_backend,
 )
+from ._daemon import Daemon, DaemonConfig, SwarmResult, TaskFailed
 from ._download import Download, Downloader, DownloadResult, check_digest_syntax
 from ._errors import (
     DigestMismatch,
@@ -41,8 +42,10 @@ from ._identity import (
     task_id,
 )
 from ._pieces import Piece, piece_digest, piece_length_for, plan_pieces
+from ._scheduler import Scheduler, SchedulerClient, SchedulerConfig, SchedulerServer
 from ._storage import PieceStore, StoredTask, StorePolicy, StoreStatistics, open_store
 from ._task import Host, Peer, Task
+from ._transport import UploadLimits
 from ._version import __version__
 
 __all__ = [
@@ -51,6 +54,8 @@ __all__ = [
     "BackendOptions",
     "Backends",
     "Credentials",
+    "Daemon",
+    "DaemonConfig",
     "DigestMismatch",
     "DiskFull",
     "Download",
@@ -72,13 +77,20 @@ __all__ = [
     "PieceNotFound",
     "PieceStore",
     "RangeNotSupported",
+    "Scheduler",
+    "SchedulerClient",
+    "SchedulerConfig",
+    "SchedulerServer",
     "StoreError",
     "StorePolicy",
     "StoreStatistics",
     "StoredTask",
+    "SwarmResult",
     "Task",
+    "TaskFailed",
     "TransportError",
     "UnsupportedURL",
+    "UploadLimits",
     "__version__",
     "blob_digest",
     "check_digest_syntax",

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from dragonpy import StorePolicy
-from dragonpy._daemon import DaemonConfig, Node
+from dragonpy._daemon import Daemon, DaemonConfig
 from dragonpy._transport import TRANSPORTS
 
 from ._common import parse_size, store_options
@@ -42,7 +42,11 @@ from ._serve import configure_logging, run_until_signalled
     "--concurrency", type=click.IntRange(1, 256), default=8, show_default=True
 )
 @click.option(
-    "--upload-capacity", type=click.IntRange(1, 4096), default=32, show_default=True
+    "--upload-capacity",
+    type=click.IntRange(1, 4096),
+    default=32,
+    show_default=True,
+    help="Pieces served to peers at once; more requests wait their turn.",
 )
 @click.option(
     "--origin-concurrency",
@@ -50,6 +54,10 @@ from ._serve import configure_logging, run_until_signalled
     default=4,
     show_default=True,
     help="Pieces fetched from the origin at once.",
+)
+@click.option(
+    "--upload-rate",
+    help="Bytes per second served to peers, like 100MB (default: no limit).",
 )
 @click.option("--idc", default="", help="Data center, for affinity.")
 @click.option("--location", default="", help="country|region|city|zone|rack.")
@@ -80,6 +88,7 @@ def daemon(
     concurrency: int,
     origin_concurrency: int,
     upload_capacity: int,
+    upload_rate: str | None,
     idc: str,
     location: str,
     fallback_after: float,
@@ -101,12 +110,13 @@ def daemon(
         concurrency=concurrency,
         origin_concurrency=origin_concurrency,
         upload_capacity=upload_capacity,
+        upload_rate=None if upload_rate is None else parse_size(upload_rate),
         idc=idc,
         location=location,
         store_policy=StorePolicy(capacity=parse_size(store_capacity)),
         fallback_after=fallback_after,
     )
-    run_until_signalled(Node(config).run)
+    run_until_signalled(Daemon(config).run)
 
 
 def main() -> None:

@@ -7,17 +7,17 @@ from ._control import (
     DownloadOrder,
     order_download,
 )
-from ._node import CONTROL_SOCKET, DaemonConfig, Node
+from ._node import CONTROL_SOCKET, Daemon, DaemonConfig
 from ._swarm import SwarmDownload, SwarmResult, TaskFailed
 
 __all__ = [
     "CONTROL_SOCKET",
+    "Daemon",
     "DaemonConfig",
     "DaemonDownloadFailed",
     "DaemonUnavailable",
     "DownloadDone",
     "DownloadOrder",
-    "Node",
     "SwarmDownload",
     "SwarmResult",
     "TaskFailed",

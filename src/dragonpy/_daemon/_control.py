@@ -20,7 +20,7 @@ from .._scheduler import MessageError, decode, encode
 from .._web import Request, Response, Router, text
 
 if TYPE_CHECKING:
-    from ._node import Node
+    from ._node import Daemon
 
 _ORDER_TIMEOUT: Final = 10.0
 
@@ -50,7 +50,7 @@ class DownloadRefused:
     exit_code: int
 
 
-def control_router(node: Node) -> Router:
+def control_router(node: Daemon) -> Router:
     async def download(request: Request) -> Response:
         try:
             order = decode(request.body, DownloadOrder)

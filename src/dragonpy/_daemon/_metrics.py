@@ -6,8 +6,14 @@ store), ``peer``, ``seed`` or ``origin``. Throughput is the rate of the byte cou
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .._transport._limits import UploadThrottle
 
 SOURCES = ("local", "peer", "seed", "origin")
 
@@ -45,16 +51,6 @@ class DaemonMetrics:
             "Requests sent to origins.",
             registry=self.registry,
         )
-        self.upload_bytes = Counter(
-            "dragonpy_upload_bytes",
-            "Piece bytes served to other peers.",
-            registry=self.registry,
-        )
-        self.upload_pieces = Counter(
-            "dragonpy_upload_pieces",
-            "Pieces served to other peers.",
-            registry=self.registry,
-        )
         self.failures = Counter(
             "dragonpy_failures",
             "Failures, by kind (parent_unreachable, parent_corrupt, parent_missing, "
@@ -72,6 +68,10 @@ class DaemonMetrics:
             self.pieces.labels(source)
             self.bytes.labels(source)
 
+    def watch_uploads(self, throttle: UploadThrottle) -> None:
+        """Publish the piece server's upload counters at every scrape."""
+        self.registry.register(_UploadCollector(throttle))
+
     def piece(self, source: str, length: int) -> None:
         self.pieces.labels(source).inc()
         self.bytes.labels(source).inc(length)
@@ -80,3 +80,36 @@ class DaemonMetrics:
         return prometheus_client.generate_latest(self.registry)
 
     content_type = prometheus_client.CONTENT_TYPE_LATEST
+
+
+class _UploadCollector(Collector):
+    """Reads the upload counters the piece server keeps anyway, when scraped."""
+
+    def __init__(self, throttle: UploadThrottle) -> None:
+        self.throttle = throttle
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        statistics = self.throttle.statistics()
+        yield CounterMetricFamily(
+            "dragonpy_upload_bytes",
+            "Bytes sent to other peers (piece replies with their headers).",
+            value=statistics.bytes_sent,
+        )
+        yield CounterMetricFamily(
+            "dragonpy_upload_pieces",
+            "Pieces sent to other peers.",
+            value=statistics.pieces_sent,
+        )
+        yield GaugeMetricFamily(
+            "dragonpy_upload_pieces_in_flight",
+            "Pieces being sent now.",
+            value=statistics.pieces_in_flight,
+        )
+        waits = CounterMetricFamily(
+            "dragonpy_upload_waits",
+            "Piece replies that waited for a slot or for bandwidth, by limit.",
+            labels=["limit"],
+        )
+        waits.add_metric(["concurrency"], statistics.slot_waits)
+        waits.add_metric(["bandwidth"], statistics.bandwidth_waits)
+        yield waits

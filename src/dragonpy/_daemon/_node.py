@@ -36,7 +36,7 @@ from .._scheduler import (
     SeedTrigger,
 )
 from .._storage import StorePolicy, open_store
-from .._transport import PieceClient, open_client, open_server
+from .._transport import PieceClient, UploadLimits, open_client, open_server
 from .._web import Request, Response, serve_tcp, serve_unix, text
 from ._control import control_router
 from ._metrics import DaemonMetrics
@@ -67,7 +67,10 @@ class DaemonConfig:
     #: Pieces a fetcher requests from the origin at once. A fetcher that dies
     #: leaves at most this many pieces half-sent, which its successor fetches again.
     origin_concurrency: int = 4
+    #: Pieces served at once (also announced, so the scheduler spreads children).
     upload_capacity: int = 32
+    #: Bytes per second served to other peers, None for no limit.
+    upload_rate: int | None = None
     idc: str = ""
     location: str = ""
     store_policy: StorePolicy = attrs.field(factory=StorePolicy)
@@ -85,7 +88,7 @@ class _Running:
     error: BaseException | None = None
 
 
-class Node:
+class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.store = open_store(config.store_dir, config.store_policy)
@@ -129,7 +132,9 @@ class Node:
     ) -> None:
         """Serve until cancelled; reports started once every port listens."""
         config = self.config
-        server = open_server(config.transport, self.store)
+        limits = UploadLimits(config.upload_capacity, config.upload_rate)
+        server = open_server(config.transport, self.store, limits=limits)
+        self.metrics.watch_uploads(server.throttle)
         try:
             async with anyio.create_task_group() as group:
                 self._group = group

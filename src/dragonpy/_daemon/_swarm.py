@@ -63,15 +63,16 @@ from .._scheduler import (
 from .._task import Task
 
 if TYPE_CHECKING:
-    from ._node import Node
+    from ._node import Daemon
 
 logger = logging.getLogger("dragonpy.daemon")
 
 _POLL_WAIT: Final = 20.0
+_REPORT_LINGER: Final = 0.02
 _RETRY_DELAYS: Final = (0.1, 0.2, 0.5, 1.0, 2.0)
-# Requests a worker may have outstanding at one parent, so that one slow parent
-# cannot hold every worker.
-_PER_PARENT: Final = 4
+# Requests outstanding at one parent: enough to keep a fast link busy, while a
+# slow parent still cannot hold every worker.
+_PER_PARENT: Final = 6
 
 
 class TaskFailed(DragonpyError):
@@ -101,7 +102,7 @@ class SwarmDownload:
 
     def __init__(
         self,
-        node: Node,
+        node: Daemon,
         request: Download,
         *,
         headers: dict[str, str] | None = None,
@@ -503,6 +504,7 @@ class SwarmDownload:
         )
         await anyio.to_thread.run_sync(self.store.put_task, record)
         await anyio.to_thread.run_sync(self.store.make_room, content_length)
+        await anyio.to_thread.run_sync(self.store.reserve, content_length)
         self.record = record
         self._report_ready.set()  # the scheduler learns the lengths from the fetcher
         self._wake()
@@ -591,6 +593,8 @@ class SwarmDownload:
     async def _report_forever(self) -> None:
         while True:
             await self._report_ready.wait()
+            # A moment to let pieces landing together share one report.
+            await anyio.sleep(_REPORT_LINGER)
             await self._flush_reports()
 
     async def _flush_reports(self) -> None:

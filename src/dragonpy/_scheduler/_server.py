@@ -26,6 +26,7 @@ from ._messages import (
     MessageError,
     PeerFinished,
     PeerRegister,
+    PeerView,
     PieceReport,
     SeedTriggers,
     decode,
@@ -72,6 +73,8 @@ class SchedulerServer:
             on_trigger=self._trigger_changes.fire,
         )
         self._task_of: dict[str, str] = {}
+        # The last view sent to each peer, to hold polls until something changed.
+        self._sent: dict[str, PeerView] = {}
         self.instance = uuid.uuid4().hex
         self.router = Router()
         self.router.add("POST", r"/hosts", self._announce)
@@ -101,6 +104,7 @@ class SchedulerServer:
         while True:
             await anyio.sleep(_TICK_INTERVAL)
             self.scheduler.tick()
+            self._forget_departed()
 
     async def _handle(self, request: Request) -> Response:
         try:
@@ -136,15 +140,34 @@ class SchedulerServer:
         registration = decode(request.body, PeerRegister)
         view = self.scheduler.register_peer(registration)
         self._task_of[registration.peer_id] = registration.task_id
+        self._sent.pop(registration.peer_id, None)
         return Response(200, encode(view))
 
     async def _view(self, request: Request) -> Response:
+        """The peer's view once it differs from the one it has (version ``since``).
+
+        Every report bumps its task's version, but most reports change nothing a
+        given peer sees (its own pieces, say): those wake the poll and put it back
+        to sleep, rather than send the peer a view it already has.
+        """
         peer_id = request.params[0]
         since = _query_int(request, "since", -1)
-        if self.scheduler.version(peer_id) <= since:
-            task_id = self._task_of.get(peer_id, "")
-            await self._task_changes.wait(task_id, _poll_timeout(request))
-        return Response(200, encode(self.scheduler.view(peer_id)))
+        task_id = self._task_of.get(peer_id, "")
+        deadline = anyio.current_time() + _poll_timeout(request)
+        try:
+            view = self.scheduler.view(peer_id)
+        except UnknownPeer:
+            self._forget_peer(peer_id)
+            raise
+        seen = self._sent.get(peer_id)
+        while view.version <= since or (seen is not None and _same(view, seen)):
+            left = deadline - anyio.current_time()
+            if left <= 0:
+                break
+            await self._task_changes.wait(task_id, left)
+            view = self.scheduler.view(peer_id)
+        self._sent[peer_id] = view
+        return Response(200, encode(view))
 
     async def _report(self, request: Request) -> Response:
         self.scheduler.report(request.params[0], decode(request.body, PieceReport))
@@ -156,11 +179,31 @@ class SchedulerServer:
 
     async def _leave_peer(self, request: Request) -> Response:
         self.scheduler.leave_peer(request.params[0])
-        self._task_of.pop(request.params[0], None)
+        self._forget_peer(request.params[0])
         return Response(204)
+
+    def _forget_peer(self, peer_id: str) -> None:
+        self._task_of.pop(peer_id, None)
+        self._sent.pop(peer_id, None)
+
+    def _forget_departed(self) -> None:
+        """Drop what this server keeps for peers the scheduler let go (silent
+        hosts, idle peers), once there is more of it than there are peers."""
+        if len(self._task_of) <= 2 * self.scheduler.statistics()["peers"] + 64:
+            return
+        for peer_id in list(self._task_of):
+            try:
+                self.scheduler.version(peer_id)
+            except UnknownPeer:
+                self._forget_peer(peer_id)
 
     async def _healthy(self, request: Request) -> Response:
         return text(200, "OK")
+
+
+def _same(view: PeerView, other: PeerView) -> bool:
+    """Whether two views of a peer differ only in their version."""
+    return attrs.evolve(view, version=other.version) == other
 
 
 def _poll_timeout(request: Request) -> float:
