@@ -17,6 +17,7 @@ import pytest
 from dragonpy import Piece, PieceStore, open_store
 
 from .cluster import Daemon, Scheduler, abandon, finish, origin_bytes, wait_for
+from .origin import nginx_requests
 
 pytestmark = pytest.mark.nginx
 
@@ -250,6 +251,36 @@ def test_the_fetcher_killed_hands_over_to_one_peer(
     assert served <= len(content) + 2 + PIECE, served
 
 
+def test_a_range_read_gets_its_pieces_from_the_origin_first(
+    cluster: Cluster, nginx: str, nginx_dir: Path, blob: tuple[str, bytes]
+) -> None:
+    name, content = blob
+    url = f"{nginx}/slow/{name}"
+    cluster.start_scheduler()
+    fetcher = cluster.start_daemon("fetcher", "--origin-concurrency=1")
+    reader = cluster.start_daemon("reader")
+    whole = fetcher.get(url, cluster.workdir / "whole.bin")
+    wait_for(lambda: _stored(fetcher) >= 1, "the fetcher's first piece")
+
+    last = 9 * PIECE
+    order = {"url": url, "first": [last + 10, last + 20]}
+    with _control(reader) as control:
+        answer = control.post("/downloads", json=order, timeout=120)
+
+    assert answer.status_code == 200, answer.text
+    assert finish(whole)[0] == 0
+    assert (cluster.workdir / "whole.bin").read_bytes() == content
+    ranges = [
+        line.split()[2]
+        for line in nginx_requests(nginx_dir, f"/slow/{name}")
+        if "bytes=0-0" not in line
+    ]
+    wanted = f"bytes={last}-{last + PIECE - 1}"
+    # Asked for while piece 0 or 1 was on its way: fetched right after it.
+    assert wanted in ranges[:3], ranges
+    assert len(ranges) == 11  # and still every piece once
+
+
 def test_the_scheduler_restarts_mid_download(
     cluster: Cluster, nginx: str, nginx_dir: Path, blob: tuple[str, bytes]
 ) -> None:
@@ -334,10 +365,11 @@ def test_bad_input_on_every_port(cluster: Cluster) -> None:
 
     health = f"http://127.0.0.1:{daemon.health_port}"
     assert httpx.get(f"{health}/elsewhere").status_code == 404
-    uds = httpx.HTTPTransport(uds=str(daemon.store / "daemon.sock"))
-    with httpx.Client(transport=uds, base_url="http://daemon") as control:
+    with _control(daemon) as control:
         assert control.post("/downloads", content=b"[]").status_code == 400
         order = {"url": "http://x/", "digest": "md5:1"}
+        assert control.post("/downloads", json=order).status_code == 400
+        order = {"url": "http://x/", "first": [5, 1]}
         assert control.post("/downloads", json=order).status_code == 400
 
     for port in (
@@ -350,6 +382,12 @@ def test_bad_input_on_every_port(cluster: Cluster) -> None:
     assert scheduler.alive and daemon.alive
     assert httpx.get(f"{health}/healthy").status_code == 200
     assert httpx.get(f"{base}/healthy").status_code == 200
+
+
+def _control(daemon: Daemon) -> httpx.Client:
+    """A client of the daemon's control socket."""
+    uds = httpx.HTTPTransport(uds=str(daemon.store / "daemon.sock"))
+    return httpx.Client(transport=uds, base_url="http://daemon")
 
 
 def _send_garbage(port: int) -> None:

@@ -695,6 +695,20 @@ def test_a_peer_silent_for_its_ttl_leaves(clock: Clock) -> None:
     assert scheduler.view("p2").role is Role.FETCHER  # took over
 
 
+def test_a_finished_peer_stays_while_its_host_announces(clock: Clock) -> None:
+    scheduler = Scheduler(SchedulerConfig(peer_ttl=60), clock=clock)
+    announce(scheduler, "h1", "h2")
+    scheduler.register_peer(registration("p1", "h1", **lengths()))
+    scheduler.finish("p1", PeerFinished(True))
+    for _ in range(12):
+        clock.advance(10)
+        announce(scheduler, "h1", "h2")
+        scheduler.tick()
+    view = scheduler.register_peer(registration("p2", "h2", **lengths()))
+    assert [parent.peer_id for parent in view.parents] == ["p1"]
+    assert view.role is Role.CHILD
+
+
 # Versions and statistics
 
 

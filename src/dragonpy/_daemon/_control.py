@@ -32,6 +32,8 @@ class DownloadOrder:
     tag: str = ""
     application: str = ""
     digest: str | None = None
+    #: Bytes wanted before the others, ``[start, end]`` inclusive (a range read).
+    first: tuple[int, int] | None = None
 
 
 @attrs.frozen
@@ -55,13 +57,14 @@ def control_router(node: Daemon) -> Router:
         try:
             order = decode(request.body, DownloadOrder)
             digest = None if order.digest is None else check_digest_syntax(order.digest)
+            _check_range(order.first)
         except (MessageError, ValueError) as exc:
             return text(400, f"bad download order: {exc}")
-        wanted = Download(
+        task = Download(
             order.url, tag=order.tag, application=order.application, digest=digest
         )
         try:
-            result = await node.download(wanted, headers=order.headers)
+            result = await node.download(task, headers=order.headers, first=order.first)
         except DragonpyError as exc:
             refused = DownloadRefused(type(exc).__name__, str(exc), exc.exit_code)
             return Response(502, encode(refused))
@@ -81,6 +84,11 @@ def control_router(node: Daemon) -> Router:
     router.add("POST", r"/downloads", download)
     router.add("GET", r"/healthy", healthy)
     return router
+
+
+def _check_range(first: tuple[int, int] | None) -> None:
+    if first is not None and not 0 <= first[0] <= first[1]:
+        raise ValueError(f"first={list(first)} is not a byte range [start, end]")
 
 
 class DaemonDownloadFailed(DragonpyError):

@@ -173,7 +173,7 @@ class Daemon:
         request: Download,
         *,
         headers: dict[str, str] | None = None,
-        wanted: list[int] | None = None,
+        first: tuple[int, int] | None = None,
     ) -> SwarmResult:
         """Download a task into the store; joins a download of it already running."""
         running = self._running.get(request.task_id)
@@ -187,7 +187,7 @@ class Daemon:
         running = self._running[request.task_id] = _Running()
         try:
             running.result = await SwarmDownload(
-                self, request, headers=headers, wanted=wanted
+                self, request, headers=headers, first=first
             ).run()
             return running.result
         except BaseException as exc:

@@ -44,7 +44,7 @@ from .._errors import (
     first_error,
 )
 from .._identity import peer_id
-from .._pieces import Piece, piece_digest, piece_length_for
+from .._pieces import Piece, piece_digest, piece_length_for, pieces_covering
 from .._scheduler import (
     FailureKind,
     ParentFailure,
@@ -106,7 +106,7 @@ class SwarmDownload:
         request: Download,
         *,
         headers: dict[str, str] | None = None,
-        wanted: list[int] | None = None,
+        first: tuple[int, int] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.node = node
@@ -119,7 +119,9 @@ class SwarmDownload:
         self.backends = (
             Backends(BackendOptions(headers=self.headers)) if headers else node.backends
         )
-        self.wanted = wanted or []
+        #: Bytes (start, end inclusive) to fetch before the others: a range read.
+        self.first = first
+        self.wanted: list[int] = []
         self.on_progress = on_progress
         self.peer_id = peer_id(node.host.ip, node.host.hostname, seed=node.host.seed)
 
@@ -506,8 +508,33 @@ class SwarmDownload:
         await anyio.to_thread.run_sync(self.store.make_room, content_length)
         await anyio.to_thread.run_sync(self.store.reserve, content_length)
         self.record = record
+        await self._want_first_bytes()
         self._report_ready.set()  # the scheduler learns the lengths from the fetcher
         self._wake()
+
+    async def _want_first_bytes(self) -> None:
+        """Once the pieces are known, ask for those of the wanted range first: the
+        scheduler puts them ahead in the fetcher's queue."""
+        record = self.record
+        if self.first is None or record is None or self.wanted:
+            return
+        start, end = self.first
+        last = min(end, record.content_length - 1)
+        if not 0 <= start <= last:
+            return
+        numbers = pieces_covering(
+            record.content_length, record.piece_length, start, last
+        )
+        self.wanted = list(numbers)
+        scheduler = self.node.scheduler
+        if scheduler is None or self.view is None or self._role() is Role.FETCHER:
+            return
+        try:
+            view = await scheduler.register(self._registration())
+        except (SchedulerUnreachable, SchedulerRefused) as exc:
+            logger.info("could not ask for %s first: %s", self.first, exc)
+            return
+        self._set_view(view, fresh=True)
 
     # The scheduler
 

@@ -173,6 +173,11 @@ class Scheduler:
             for peer in host.peers.values():
                 self._change(peer.task)
         self._touch_host(host)
+        # A finished peer says nothing more, but serves for as long as its host
+        # lives: the host's announce keeps it.
+        for peer in host.peers.values():
+            if peer.finished:
+                self._touch_peer(peer)
         if host.seed:
             self._seeds[host.id] = host
         else:
