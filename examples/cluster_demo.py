@@ -43,6 +43,9 @@ class CountingOrigin(ThreadingHTTPServer):
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _OriginHandler)
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # clients closing kept-alive connections are not news
+
     def count(self, sent: int) -> None:
         with self.lock:
             self.bytes_served += sent

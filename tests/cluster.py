@@ -67,8 +67,15 @@ class Process:
             self.process.kill()
             self.process.wait(timeout=10)
 
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers, like a hung host."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
     def stop(self) -> None:
         if self.alive:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGCONT)
             assert self.process is not None
             self.process.send_signal(signal.SIGTERM)
             try:

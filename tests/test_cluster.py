@@ -200,6 +200,26 @@ def test_a_parent_killed_mid_transfer(
     abandon(second)
 
 
+def test_a_parent_that_hangs_is_dropped(
+    cluster: Cluster, nginx: str, blob: tuple[str, bytes]
+) -> None:
+    name, content = blob
+    url = f"{nginx}/{name}"
+    cluster.start_scheduler()
+    fetcher = cluster.start_daemon("fetcher")
+    hung = cluster.start_daemon("hung")
+    assert [
+        code for code, _ in _get_all([fetcher, hung], url, cluster.workdir / "a")
+    ] == [0, 0]
+    child = cluster.start_daemon("child", "--piece-timeout=1")
+    hung.freeze()  # the scheduler notices after its host TTL; the child before
+    code, stderr = finish(child.get(url, cluster.workdir / "child.bin"))
+
+    assert code == 0, stderr
+    assert (cluster.workdir / "child.bin").read_bytes() == content
+    assert child.metric("dragonpy_failures_total", kind="parent_unreachable") >= 1
+
+
 def test_a_parent_serving_corrupt_bytes_is_blocked(
     cluster: Cluster, nginx: str, nginx_dir: Path, blob: tuple[str, bytes]
 ) -> None:

@@ -62,6 +62,13 @@ from ._serve import configure_logging, run_until_signalled
 @click.option("--idc", default="", help="Data center, for affinity.")
 @click.option("--location", default="", help="country|region|city|zone|rack.")
 @click.option(
+    "--piece-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a parent has to deliver a piece before it is dropped as too slow.",
+)
+@click.option(
     "--fallback-after",
     type=click.FloatRange(min=0),
     default=10.0,
@@ -91,6 +98,7 @@ def daemon(
     upload_rate: str | None,
     idc: str,
     location: str,
+    piece_timeout: float,
     fallback_after: float,
     log_level: str,
 ) -> None:
@@ -114,6 +122,7 @@ def daemon(
         idc=idc,
         location=location,
         store_policy=StorePolicy(capacity=parse_size(store_capacity)),
+        piece_timeout=piece_timeout,
         fallback_after=fallback_after,
     )
     run_until_signalled(Daemon(config).run)

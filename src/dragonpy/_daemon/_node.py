@@ -74,6 +74,8 @@ class DaemonConfig:
     idc: str = ""
     location: str = ""
     store_policy: StorePolicy = attrs.field(factory=StorePolicy)
+    #: Seconds a parent has to deliver one piece before it is dropped as too slow.
+    piece_timeout: float = 30.0
     #: Seconds without the scheduler before a download goes to the origin itself.
     fallback_after: float = 10.0
     scheduler_timeout: float = 5.0

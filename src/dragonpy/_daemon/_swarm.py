@@ -360,7 +360,14 @@ class SwarmDownload:
         client = self.node.piece_client(parent.transport)
         began = time.monotonic()
         try:
-            _, data = await client.fetch(parent.address, self.task_id, number)
+            with anyio.fail_after(self.node.config.piece_timeout):
+                _, data = await client.fetch(parent.address, self.task_id, number)
+        except TimeoutError:
+            # A parent this slow holds a worker hostage: others will do better.
+            self.blocked.add(parent.peer_id)
+            reason = f"no piece within {self.node.config.piece_timeout:g} s"
+            self._parent_failed(parent, number, FailureKind.UNREACHABLE, reason)
+            return
         except PieceNotFound as exc:
             self.misses.add((parent.peer_id, number))
             self._parent_failed(parent, number, FailureKind.MISSING, str(exc))
