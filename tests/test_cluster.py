@@ -336,6 +336,24 @@ def test_without_a_scheduler_a_daemon_is_a_cache(
     assert origin_bytes(nginx_dir, f"/{name}") == len(content) + 1
 
 
+def test_get_goes_on_alone_when_its_daemon_dies(
+    cluster: Cluster, nginx: str, blob: tuple[str, bytes]
+) -> None:
+    name, content = blob
+    daemon = cluster.start_daemon("mortal")
+    process = daemon.get(f"{nginx}/slow/{name}", cluster.workdir / "out.bin")
+    wait_for(lambda: _stored(daemon) >= 1, "the daemon's first piece")
+    daemon.kill()  # its socket file stays behind
+
+    code, stderr = finish(process)
+    assert code == 0, stderr
+    assert "downloading without it" in stderr
+    assert (cluster.workdir / "out.bin").read_bytes() == content
+
+    code, stderr = finish(daemon.get(f"{nginx}/{name}", cluster.workdir / "again.bin"))
+    assert code == 0 and stderr == ""  # a stale socket is no daemon
+
+
 def test_an_unreachable_scheduler_sends_downloads_to_the_origin_loudly(
     cluster: Cluster, nginx: str, blob: tuple[str, bytes]
 ) -> None:

@@ -20,7 +20,12 @@ from dragonpy import (
     DownloadResult,
     check_digest_syntax,
 )
-from dragonpy._daemon import CONTROL_SOCKET, DownloadOrder, order_download
+from dragonpy._daemon import (
+    CONTROL_SOCKET,
+    DaemonUnavailable,
+    DownloadOrder,
+    order_download,
+)
 
 from ._common import open_cli_store, reports_errors, store_options
 
@@ -157,8 +162,13 @@ async def _through_daemon(
         digest=request.digest,
     )
     socket_path = os.path.join(store_dir, CONTROL_SOCKET)
-    if os.path.exists(socket_path):
+    if not os.path.exists(socket_path):
+        return
+    try:
         await order_download(socket_path, order, timeout=timeout)
+    except DaemonUnavailable as exc:
+        # The pieces the daemon stored stay: this process resumes from them.
+        click.echo(f"dragonpy: warning: {exc}; downloading without it", err=True)
 
 
 def _progress_bar() -> Progress:

@@ -120,8 +120,7 @@ async def order_download(
             return None
         except httpx.HTTPError as exc:
             raise DaemonUnavailable(
-                f"the local daemon at {socket_path} failed: {exc!r}; "
-                "stop it or remove the socket to download without it"
+                f"the local daemon at {socket_path} failed: {exc!r}"
             ) from exc
     if response.status_code == 200:
         return decode(response.content, DownloadDone)
