@@ -80,6 +80,17 @@ def _get_all(
     return [finish(process) for process in started]
 
 
+def _two_holders(
+    cluster: Cluster, url: str, first: str, second: str
+) -> tuple[Daemon, Daemon]:
+    """A scheduler and two daemons that both hold ``url`` whole."""
+    cluster.start_scheduler()
+    daemons = [cluster.start_daemon(first), cluster.start_daemon(second)]
+    results = _get_all(daemons, url, cluster.workdir / "holders")
+    assert [code for code, _ in results] == [0, 0], results
+    return daemons[0], daemons[1]
+
+
 def _check_outputs(daemons: list[Daemon], outputs: Path, content: bytes) -> None:
     for daemon in daemons:
         assert (outputs / daemon.name).read_bytes() == content, daemon.name
@@ -205,12 +216,7 @@ def test_a_parent_that_hangs_is_dropped(
 ) -> None:
     name, content = blob
     url = f"{nginx}/{name}"
-    cluster.start_scheduler()
-    fetcher = cluster.start_daemon("fetcher")
-    hung = cluster.start_daemon("hung")
-    assert [
-        code for code, _ in _get_all([fetcher, hung], url, cluster.workdir / "a")
-    ] == [0, 0]
+    _, hung = _two_holders(cluster, url, "fetcher", "hung")
     child = cluster.start_daemon("child", "--piece-timeout=1")
     hung.freeze()  # the scheduler notices after its host TTL; the child before
     code, stderr = finish(child.get(url, cluster.workdir / "child.bin"))
@@ -225,12 +231,7 @@ def test_a_parent_serving_corrupt_bytes_is_blocked(
 ) -> None:
     name, content = blob
     url = f"{nginx}/{name}"
-    cluster.start_scheduler()
-    honest = cluster.start_daemon("honest")
-    liar = cluster.start_daemon("liar")
-    assert [
-        code for code, _ in _get_all([honest, liar], url, cluster.workdir / "a")
-    ] == [0, 0]
+    _, liar = _two_holders(cluster, url, "honest", "liar")
     _corrupt_every_piece(liar.store)
 
     victim = cluster.start_daemon("victim")
@@ -405,10 +406,10 @@ def test_bad_input_on_every_port(cluster: Cluster) -> None:
     assert httpx.get(f"{health}/elsewhere").status_code == 404
     with _control(daemon) as control:
         assert control.post("/downloads", content=b"[]").status_code == 400
-        order = {"url": "http://x/", "digest": "md5:1"}
-        assert control.post("/downloads", json=order).status_code == 400
-        order = {"url": "http://x/", "first": [5, 1]}
-        assert control.post("/downloads", json=order).status_code == 400
+        bad_digest = {"url": "http://x/", "digest": "md5:1"}
+        assert control.post("/downloads", json=bad_digest).status_code == 400
+        backwards = {"url": "http://x/", "first": [5, 1]}
+        assert control.post("/downloads", json=backwards).status_code == 400
 
     for port in (
         scheduler.port,

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
 import click
 
-from dragonpy import StorePolicy
+from dragonpy import StorePolicy, UploadLimits
 from dragonpy._daemon import Daemon, DaemonConfig
 from dragonpy._transport import TRANSPORTS
 
 from ._common import parse_size, store_options
-from ._serve import configure_logging, run_until_signalled
+from ._serve import configure_logging, log_level_option, run_until_signalled
 
 
 @click.command()
@@ -75,11 +74,7 @@ from ._serve import configure_logging, run_until_signalled
     show_default=True,
     help="Seconds without the scheduler before going to the origin directly.",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default=lambda: os.environ.get("DRAGONPY_LOG_LEVEL", "info"),
-)
+@log_level_option
 def daemon(
     store_dir: Path,
     store_capacity: str,
@@ -104,27 +99,32 @@ def daemon(
 ) -> None:
     """Serve pieces to peers and download through the swarm."""
     configure_logging(log_level)
-    config = DaemonConfig(
-        store_dir=store_dir,
-        scheduler=scheduler,
-        seed=seed,
-        ip=ip,
-        hostname=hostname,
-        listen=listen,
-        piece_port=piece_port,
-        metrics_port=metrics_port,
-        health_port=health_port,
-        transport=transport,
-        concurrency=concurrency,
-        origin_concurrency=origin_concurrency,
-        upload_capacity=upload_capacity,
-        upload_rate=None if upload_rate is None else parse_size(upload_rate),
-        idc=idc,
-        location=location,
-        store_policy=StorePolicy(capacity=parse_size(store_capacity)),
-        piece_timeout=piece_timeout,
-        fallback_after=fallback_after,
-    )
+    try:
+        config = DaemonConfig(
+            store_dir=store_dir,
+            scheduler=scheduler,
+            seed=seed,
+            ip=ip,
+            hostname=hostname,
+            listen=listen,
+            piece_port=piece_port,
+            metrics_port=metrics_port,
+            health_port=health_port,
+            transport=transport,
+            concurrency=concurrency,
+            origin_concurrency=origin_concurrency,
+            upload=UploadLimits(
+                upload_capacity,
+                None if upload_rate is None else parse_size(upload_rate),
+            ),
+            idc=idc,
+            location=location,
+            store_policy=StorePolicy(capacity=parse_size(store_capacity)),
+            piece_timeout=piece_timeout,
+            fallback_after=fallback_after,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     run_until_signalled(Daemon(config).run)
 
 

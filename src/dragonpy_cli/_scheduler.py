@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from dragonpy._scheduler import DEFAULT_PORT, SchedulerConfig, run_scheduler
 
-from ._serve import configure_logging, run_until_signalled
+from ._serve import configure_logging, log_level_option, run_until_signalled
 
 
 @click.command()
@@ -47,11 +45,7 @@ from ._serve import configure_logging, run_until_signalled
 @click.option(
     "--parent-limit", type=click.IntRange(1, 64), default=4, show_default=True
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default=lambda: os.environ.get("DRAGONPY_LOG_LEVEL", "info"),
-)
+@log_level_option
 def scheduler(
     listen: str,
     port: int,

@@ -5,10 +5,26 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
 
 import anyio
+import click
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def log_level_option(command: Callable[P, T]) -> Callable[P, T]:
+    """``--log-level`` for a long-lived service (INFO unless told otherwise)."""
+    return click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"]),
+        default=lambda: os.environ.get("DRAGONPY_LOG_LEVEL", "info"),
+        show_default="info",
+    )(command)
 
 
 def configure_logging(level: str) -> None:

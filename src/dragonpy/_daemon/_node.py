@@ -67,10 +67,9 @@ class DaemonConfig:
     #: Pieces a fetcher requests from the origin at once. A fetcher that dies
     #: leaves at most this many pieces half-sent, which its successor fetches again.
     origin_concurrency: int = 4
-    #: Pieces served at once (also announced, so the scheduler spreads children).
-    upload_capacity: int = 32
-    #: Bytes per second served to other peers, None for no limit.
-    upload_rate: int | None = None
+    #: Pieces served at once (also announced, so the scheduler spreads children)
+    #: and bytes per second served.
+    upload: UploadLimits = attrs.field(factory=UploadLimits)
     idc: str = ""
     location: str = ""
     store_policy: StorePolicy = attrs.field(factory=StorePolicy)
@@ -108,7 +107,7 @@ class Daemon:
             piece_port=config.piece_port,
             transport=config.transport,
             seed=config.seed,
-            upload_capacity=config.upload_capacity,
+            upload_capacity=config.upload.max_concurrent_pieces,
             idc=config.idc,
             location=config.location,
         )
@@ -134,8 +133,7 @@ class Daemon:
     ) -> None:
         """Serve until cancelled; reports started once every port listens."""
         config = self.config
-        limits = UploadLimits(config.upload_capacity, config.upload_rate)
-        server = open_server(config.transport, self.store, limits=limits)
+        server = open_server(config.transport, self.store, limits=config.upload)
         self.metrics.watch_uploads(server.throttle)
         try:
             async with anyio.create_task_group() as group:
