@@ -53,7 +53,7 @@ _ANNOUNCE_RETRY: Final = 1.0
 
 @attrs.frozen
 class DaemonConfig:
-    store_dir: Path
+    store_dir: Path = attrs.field(converter=Path)
     scheduler: str | None = None  # host:port
     seed: bool = False
     ip: str = "127.0.0.1"
@@ -167,6 +167,7 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._leave()
+                await self._close_connections()
 
     async def download(
         self,
@@ -277,6 +278,12 @@ class Daemon:
             except DragonpyError as exc:
                 logger.info("could not leave the scheduler: %s", exc)
         await self.scheduler.aclose()
+
+    async def _close_connections(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+        await self.backends.aclose()
 
     # Health and metrics
 
