@@ -127,6 +127,8 @@ class SwarmDownload:
 
         self.view: PeerView | None = None
         self.digests: dict[int, str] = {}
+        #: The pieces each parent in the view holds.
+        self.parent_pieces: dict[str, set[int]] = {}
         self.record: Task | None = None
         self.done_bytes = 0
         self.held: dict[int, str] = {}
@@ -307,7 +309,7 @@ class SwarmDownload:
                 parent
                 for parent in parents
                 if number in self.digests
-                and number in parent.pieces
+                and number in self.parent_pieces[parent.peer_id]
                 and (parent.peer_id, number) not in self.misses
             ]
             if holders:
@@ -556,6 +558,9 @@ class SwarmDownload:
             self._wake()
             return
         self.digests = {piece.number: piece.digest for piece in view.pieces}
+        self.parent_pieces = {
+            parent.peer_id: set(parent.pieces) for parent in view.parents
+        }
         self._wake()
 
     async def _watch(self) -> None:
