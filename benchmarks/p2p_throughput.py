@@ -104,6 +104,7 @@ def start_cluster(stack: ExitStack, work: Path, transport: str) -> dict[str, Pat
             f"--piece-port={free_port()}",
             f"--health-port={health}",
             f"--metrics-port={free_port()}",
+            f"--proxy-port={free_port()}",
             f"--scheduler=127.0.0.1:{scheduler}",
             f"--transport={transport}",
         ]

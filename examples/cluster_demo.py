@@ -136,6 +136,7 @@ class Node:
             f"--piece-port={free_port()}",
             f"--health-port={self.health}",
             f"--metrics-port={self.metrics}",
+            f"--proxy-port={free_port()}",
             f"--scheduler={scheduler}",
             *(["--seed"] if seed else []),
         ]

@@ -117,6 +117,7 @@ class Daemon(Process):
         self.piece_port = free_port()
         self.health_port = free_port()
         self.metrics_port = free_port()
+        self.proxy_port = free_port()
         argv = [
             "daemon",
             f"--store={self.store}",
@@ -126,6 +127,7 @@ class Daemon(Process):
             f"--piece-port={self.piece_port}",
             f"--health-port={self.health_port}",
             f"--metrics-port={self.metrics_port}",
+            f"--proxy-port={self.proxy_port}",
             "--log-level=info",
             *(["--scheduler", scheduler.address] if scheduler else []),
             *(["--seed"] if seed else []),
@@ -204,3 +206,33 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class Cluster:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.processes: list[Scheduler | Daemon] = []
+        self.scheduler: Scheduler | None = None
+
+    def start_scheduler(self) -> Scheduler:
+        self.scheduler = Scheduler(self.workdir)
+        self.scheduler.start()
+        self.processes.append(self.scheduler)
+        return self.scheduler
+
+    def start_daemon(self, name: str, *extra: str, seed: bool = False) -> Daemon:
+        daemon = Daemon(self.workdir, name, self.scheduler, *extra, seed=seed)
+        daemon.start()
+        self.processes.append(daemon)
+        return daemon
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"----- {process.name}\n{process.log.read_text()}"
+            for process in self.processes
+            if process.log.exists()
+        )

@@ -9,7 +9,9 @@ from hypothesis import settings
 
 from dragonpy import PieceStore, StorePolicy, open_store
 
+from .cluster import Cluster
 from .origin import TrickyOrigin, run_nginx, run_tricky_origin
+from .registry import Registry, run_registry
 
 # Shared machines are slow at times; hypothesis checks behaviour, not speed.
 settings.register_profile("dragonpy", deadline=None)
@@ -57,3 +59,18 @@ def nginx(origin_root: Path, nginx_dir: Path) -> Iterator[str]:
 def tricky() -> Iterator[TrickyOrigin]:
     with run_tricky_origin() as origin:
         yield origin
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Scheduler and daemon processes of one test, stopped after it."""
+    running = Cluster(tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    """A docker-registry without authentication."""
+    with run_registry(tmp_path) as running:
+        yield running

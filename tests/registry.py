@@ -229,6 +229,15 @@ class Registry:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def blob_bytes(self, digest: str) -> int:
+        """Body bytes of blob ``digest`` the registry sent (from its access log)."""
+        total = 0
+        for line in self.log().splitlines():
+            request, _, rest = line.partition('" ')
+            if request.endswith(f"/blobs/{digest} HTTP/1.1") and '"GET ' in request:
+                total += int(rest.split()[1])
+        return total
+
     def push_blob(self, repo: str, data: bytes) -> str:
         """Upload ``data`` monolithically (OCI distribution spec, "Pushing blobs").
 

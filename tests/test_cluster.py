@@ -16,7 +16,7 @@ import pytest
 
 from dragonpy import Piece, PieceStore, open_store
 
-from .cluster import Daemon, Scheduler, abandon, finish, origin_bytes, wait_for
+from .cluster import Cluster, Daemon, Scheduler, abandon, finish, origin_bytes, wait_for
 from .origin import nginx_requests
 
 pytestmark = pytest.mark.nginx
@@ -33,43 +33,6 @@ def blob(origin_root: Path) -> Iterator[tuple[str, bytes]]:
     (origin_root / name).write_bytes(content)
     yield name, content
     (origin_root / name).unlink()
-
-
-class Cluster:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.processes: list[Scheduler | Daemon] = []
-        self.scheduler: Scheduler | None = None
-
-    def start_scheduler(self) -> Scheduler:
-        self.scheduler = Scheduler(self.workdir)
-        self.scheduler.start()
-        self.processes.append(self.scheduler)
-        return self.scheduler
-
-    def start_daemon(self, name: str, *extra: str, seed: bool = False) -> Daemon:
-        daemon = Daemon(self.workdir, name, self.scheduler, *extra, seed=seed)
-        daemon.start()
-        self.processes.append(daemon)
-        return daemon
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"----- {process.name}\n{process.log.read_text()}"
-            for process in self.processes
-            if process.log.exists()
-        )
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster(tmp_path)
-    yield running
-    running.stop()
 
 
 def _get_all(

@@ -21,6 +21,7 @@ def config(store: Path, scheduler_port: int, name: str) -> dragonpy.DaemonConfig
         piece_port=0,
         health_port=0,
         metrics_port=0,
+        proxy=dragonpy.ProxyConfig(port=0),
     )
 
 

@@ -13,7 +13,7 @@ from ._backends import (
     OriginStat,
     register_backend,
 )
-from ._daemon import Daemon, DaemonConfig, SwarmResult, TaskFailed
+from ._daemon import Daemon, DaemonConfig, ProxyConfig, SwarmResult, TaskFailed
 from ._download import Download, Downloader, DownloadResult, check_digest_syntax
 from ._errors import (
     DigestMismatch,
@@ -76,6 +76,7 @@ __all__ = [
     "Piece",
     "PieceNotFound",
     "PieceStore",
+    "ProxyConfig",
     "RangeNotSupported",
     "Scheduler",
     "SchedulerClient",

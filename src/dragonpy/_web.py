@@ -36,6 +36,8 @@ class Request:
     method: str
     path: str
     query: dict[str, str]
+    #: The request target as sent: path and query string.
+    target: str
     headers: dict[str, str]  # names lowercased
     body: bytes
     #: Groups of the route pattern that matched the path.
@@ -47,6 +49,10 @@ class Response:
     status: int
     body: bytes | AsyncIterator[bytes] = b""
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    #: For a streamed body: its length when known (sent as Content-Length rather
+    #: than chunked), and for any body, what a HEAD answer announces.
+    length: int | None = None
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -134,7 +140,8 @@ async def _serve_connection(stream: anyio.abc.ByteStream, handler: Handler) -> N
                 if request is None:
                     return
                 response = await _handle(handler, request)
-                await _send_response(stream, connection, response)
+                head = request.method == "HEAD"
+                await _send_response(stream, connection, response, head=head)
                 if connection.our_state is not h11.DONE:
                     return
                 connection.start_next_cycle()
@@ -168,11 +175,13 @@ async def _read_request(
     if scope.cancelled_caught:
         raise _BadRequest(408, "request body was not sent in time")
 
-    target = urlsplit(event.target.decode("ascii", "replace"))
+    raw_target = event.target.decode("ascii", "replace")
+    target = urlsplit(raw_target)
     return Request(
         method=event.method.decode("ascii", "replace"),
         path=target.path,
         query=dict(parse_qsl(target.query)),
+        target=raw_target,
         headers={
             name.decode("latin-1"): value.decode("latin-1")
             for name, value in event.headers
@@ -220,27 +229,39 @@ async def _handle(handler: Handler, request: Request) -> Response:
 
 
 async def _send_response(
-    stream: anyio.abc.ByteStream, connection: h11.Connection, response: Response
+    stream: anyio.abc.ByteStream,
+    connection: h11.Connection,
+    response: Response,
+    *,
+    head: bool,
 ) -> None:
-    headers = [("Content-Type", response.content_type)]
-    if isinstance(response.body, bytes):
-        headers.append(("Content-Length", str(len(response.body))))
-        await _send(
-            stream,
-            connection,
-            h11.Response(status_code=response.status, headers=headers),
-        )
+    headers = [("Content-Type", response.content_type), *response.headers]
+    length = response.length
+    if length is None and isinstance(response.body, bytes):
+        length = len(response.body)
+    if length is None:
+        headers.append(("Transfer-Encoding", "chunked"))
+    else:
+        headers.append(("Content-Length", str(length)))
+    await _send(
+        stream, connection, h11.Response(status_code=response.status, headers=headers)
+    )
+    if head:
+        pass  # h11 sends no body for a HEAD answer, whatever it announces
+    elif isinstance(response.body, bytes):
         await _send(stream, connection, h11.Data(data=response.body))
     else:
-        headers.append(("Transfer-Encoding", "chunked"))
-        await _send(
-            stream,
-            connection,
-            h11.Response(status_code=response.status, headers=headers),
-        )
-        async for chunk in response.body:
-            if chunk:
-                await _send(stream, connection, h11.Data(data=chunk))
+        try:
+            async for chunk in response.body:
+                if chunk:
+                    await _send(stream, connection, h11.Data(data=chunk))
+        finally:
+            # A client that went away leaves the generator mid-way: close it now,
+            # so what it holds (a lease, a connection) is let go at once.
+            aclose = getattr(response.body, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
     await _send(stream, connection, h11.EndOfMessage())
 
 

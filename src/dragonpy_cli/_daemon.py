@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from dragonpy import StorePolicy, UploadLimits
-from dragonpy._daemon import Daemon, DaemonConfig
+from dragonpy._daemon import Daemon, DaemonConfig, ProxyConfig
+from dragonpy._daemon._proxy import DEFAULT_RULES
 from dragonpy._transport import TRANSPORTS
 
 from ._common import parse_size, store_options
@@ -58,6 +59,32 @@ from ._serve import configure_logging, log_level_option, run_until_signalled
     "--upload-rate",
     help="Bytes per second served to peers, like 100MB (default: no limit).",
 )
+@click.option(
+    "--proxy-port",
+    type=click.IntRange(0, 65535),
+    default=4001,
+    show_default=True,
+    help="Port of the registry mirror.",
+)
+@click.option(
+    "--registry",
+    "registries",
+    multiple=True,
+    metavar="URL",
+    help="An upstream registry the mirror serves; the first is the default.",
+)
+@click.option(
+    "--allow-any-registry",
+    is_flag=True,
+    help="Serve any upstream a request names (an open relay: trusted networks only).",
+)
+@click.option(
+    "--p2p-rule",
+    "rules",
+    multiple=True,
+    metavar="REGEX",
+    help=f"Paths that go peer to peer (default: {DEFAULT_RULES[0]}).",
+)
 @click.option("--idc", default="", help="Data center, for affinity.")
 @click.option("--location", default="", help="country|region|city|zone|rack.")
 @click.option(
@@ -91,6 +118,10 @@ def daemon(
     origin_concurrency: int,
     upload_capacity: int,
     upload_rate: str | None,
+    proxy_port: int,
+    registries: tuple[str, ...],
+    allow_any_registry: bool,
+    rules: tuple[str, ...],
     idc: str,
     location: str,
     piece_timeout: float,
@@ -119,6 +150,12 @@ def daemon(
             ),
             idc=idc,
             location=location,
+            proxy=ProxyConfig(
+                port=proxy_port,
+                registries=registries,
+                allow_any_registry=allow_any_registry,
+                rules=rules or DEFAULT_RULES,
+            ),
             store_policy=StorePolicy(capacity=parse_size(store_capacity)),
             piece_timeout=piece_timeout,
             fallback_after=fallback_after,

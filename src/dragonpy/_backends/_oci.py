@@ -189,14 +189,17 @@ def _is_plain_http(
 ) -> bool:
     """Docker's insecure-registry rule: loopback, or listed by the user."""
     hostname = parts.hostname or ""
-    if hostname == "localhost" or _is_loopback_ip(hostname):
+    if is_loopback(hostname):
         return True
     bracketed = netloc.rpartition(":")[0] if _has_port(parts) else netloc
     candidates = {netloc, bracketed, hostname}
     return any(entry.strip().lower() in candidates for entry in plain_http_hosts)
 
 
-def _is_loopback_ip(hostname: str) -> bool:
+def is_loopback(hostname: str) -> bool:
+    """``localhost`` or a loopback address: registries there speak plain HTTP."""
+    if hostname == "localhost":
+        return True
     try:
         return ipaddress.ip_address(hostname).is_loopback
     except ValueError:

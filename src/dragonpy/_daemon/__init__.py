@@ -8,6 +8,7 @@ from ._control import (
     order_download,
 )
 from ._node import CONTROL_SOCKET, Daemon, DaemonConfig
+from ._proxy import ProxyConfig, RegistryMirror
 from ._swarm import SwarmDownload, SwarmResult, TaskFailed
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "DaemonUnavailable",
     "DownloadDone",
     "DownloadOrder",
+    "ProxyConfig",
+    "RegistryMirror",
     "SwarmDownload",
     "SwarmResult",
     "TaskFailed",

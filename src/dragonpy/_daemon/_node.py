@@ -40,6 +40,7 @@ from .._transport import PieceClient, UploadLimits, open_client, open_server
 from .._web import Request, Response, serve_tcp, serve_unix, text
 from ._control import control_router
 from ._metrics import DaemonMetrics
+from ._proxy import ProxyConfig, RegistryMirror
 from ._swarm import SwarmDownload, SwarmResult
 
 logger = logging.getLogger("dragonpy.daemon")
@@ -72,6 +73,8 @@ class DaemonConfig:
     upload: UploadLimits = attrs.field(factory=UploadLimits)
     idc: str = ""
     location: str = ""
+    #: The registry mirror (port 4001).
+    proxy: ProxyConfig = attrs.field(factory=ProxyConfig)
     store_policy: StorePolicy = attrs.field(factory=StorePolicy)
     #: Seconds a parent has to deliver one piece before it is dropped as too slow.
     piece_timeout: float = 30.0
@@ -84,9 +87,10 @@ class DaemonConfig:
 class _Running:
     """A download in progress, shared by everyone who asks for its task."""
 
+    swarm: SwarmDownload
     done: anyio.Event = attrs.field(factory=anyio.Event)
     result: SwarmResult | None = None
-    error: BaseException | None = None
+    error: Exception | None = None
 
 
 class Daemon:
@@ -118,6 +122,9 @@ class Daemon:
         self.finished: dict[str, PeerRegister] = {}
         self._scheduler_instance: str | None = None
         self._running: dict[str, _Running] = {}
+        self.mirror = RegistryMirror(config.proxy, self)
+        #: The mirror's port once listening (``config.proxy.port`` may be 0).
+        self.proxy_port = config.proxy.port
         self._group: anyio.abc.TaskGroup | None = None
 
     def piece_client(self, transport: str) -> PieceClient:
@@ -146,6 +153,9 @@ class Daemon:
                 await group.start(
                     serve_tcp, config.listen, config.metrics_port, self._metrics
                 )
+                self.proxy_port = await group.start(
+                    serve_tcp, config.listen, config.proxy.port, self.mirror
+                )
                 socket_path = os.path.join(self.store.directory, CONTROL_SOCKET)
                 await group.start(serve_unix, socket_path, control_router(self))
                 if self.scheduler is not None:
@@ -154,11 +164,12 @@ class Daemon:
                     if config.seed:
                         group.start_soon(self._take_triggers)
                 logger.info(
-                    "daemon %s up: pieces on %d (%s), health %d, metrics %d, "
-                    "scheduler %s",
+                    "daemon %s up: pieces on %d (%s), mirror %d, health %d, "
+                    "metrics %d, scheduler %s",
                     self.host.id,
                     port,
                     config.transport,
+                    self.proxy_port,
                     config.health_port,
                     config.metrics_port,
                     config.scheduler or "none (single node)",
@@ -177,25 +188,48 @@ class Daemon:
         first: tuple[int, int] | None = None,
     ) -> SwarmResult:
         """Download a task into the store; joins a download of it already running."""
-        running = self._running.get(request.task_id)
-        if running is not None:
-            await running.done.wait()
-            if running.error is not None:
-                raise running.error
-            assert running.result is not None
-            return running.result
+        running = self._start(request, headers, first)
+        await running.done.wait()
+        if running.error is not None:
+            raise running.error
+        assert running.result is not None
+        return running.result
 
-        running = self._running[request.task_id] = _Running()
+    def open_download(
+        self,
+        request: Download,
+        *,
+        headers: dict[str, str] | None = None,
+        first: tuple[int, int] | None = None,
+    ) -> SwarmDownload:
+        """The download of a task, started unless it runs already, to follow its
+        pieces as they land (``wait_for_task``, ``wait_for_piece``). It goes on in
+        the background when nobody follows it any more: what was asked for once is
+        worth keeping."""
+        return self._start(request, headers, first).swarm
+
+    def _start(
+        self,
+        request: Download,
+        headers: dict[str, str] | None,
+        first: tuple[int, int] | None,
+    ) -> _Running:
+        running = self._running.get(request.task_id)
+        if running is None:
+            if self._group is None:
+                raise RuntimeError("the daemon is not running: start Daemon.run first")
+            swarm = SwarmDownload(self, request, headers=headers, first=first)
+            running = self._running[request.task_id] = _Running(swarm)
+            self._group.start_soon(self._finish_download, running)
+        return running
+
+    async def _finish_download(self, running: _Running) -> None:
         try:
-            running.result = await SwarmDownload(
-                self, request, headers=headers, first=first
-            ).run()
-            return running.result
-        except BaseException as exc:
+            running.result = await running.swarm.run()
+        except Exception as exc:  # reported to whoever waits; the daemon goes on
             running.error = exc
-            raise
         finally:
-            del self._running[request.task_id]
+            del self._running[running.swarm.task_id]
             running.done.set()
 
     # The scheduler
@@ -284,6 +318,7 @@ class Daemon:
             await client.aclose()
         self._clients.clear()
         await self.backends.aclose()
+        await self.mirror.aclose()
 
     # Health and metrics
 

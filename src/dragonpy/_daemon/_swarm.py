@@ -149,6 +149,8 @@ class SwarmDownload:
         self._report_ready = anyio.Event()
         self._report_lock = anyio.Lock()
         self._scheduler_lost_at: float | None = None
+        #: Why the download ended without the whole task, once it did.
+        self.failure: BaseException | None = None
 
     # The whole download
 
@@ -162,6 +164,8 @@ class SwarmDownload:
                 await self._download()
             await self._finish()
         except BaseException as exc:
+            self.failure = exc
+            self._wake()
             self.node.metrics.tasks.labels("failed").inc()
             reason = str(exc) or type(exc).__name__
             self._log("failed", started, f" reason={reason!r}")
@@ -183,6 +187,33 @@ class SwarmDownload:
             time.monotonic() - started,
         )
 
+    # Following it
+
+    async def wait_for_task(self) -> Task:
+        """The task's record, once its length is known."""
+        while True:
+            changed = self._changed
+            self._raise_failure()
+            if self.record is not None:
+                return self.record
+            await changed.wait()
+
+    async def wait_for_piece(self, number: int) -> None:
+        """Return once piece ``number`` is stored (and so verified)."""
+        while True:
+            changed = self._changed
+            self._raise_failure()
+            if number in self.held:
+                return
+            await changed.wait()
+
+    def _raise_failure(self) -> None:
+        if self.failure is None:
+            return
+        if isinstance(self.failure, DragonpyError):
+            raise self.failure
+        raise TaskFailed(f"the download stopped: {self.failure!r}")
+
     async def _load_held(self) -> None:
         self.record = await anyio.to_thread.run_sync(self.store.get_task, self.task_id)
         if self.record is None:
@@ -193,6 +224,7 @@ class SwarmDownload:
         for number in self.held:
             self.bytes["local"] += self._piece(number).length
         self.done_bytes = self.bytes["local"]
+        self._wake()  # those following the download may need no more than that
 
     async def _register(self) -> None:
         if self.node.scheduler is None:

@@ -1,0 +1,291 @@
+"""The registry mirror (port 4001): containerd, skopeo, podman and Nydus pull
+through it, and blobs go peer to peer.
+
+A request names its upstream registry with the ``X-Dragonfly-Registry`` header
+(``https://registry.example:5000``), else with containerd's ``?ns=`` parameter,
+else the daemon's default registry; only registries the operator configured are
+served, unless any is allowed. A request whose path matches a rule (default
+``blobs/sha256.*``), or that carries ``X-Dragonfly-Use-P2P: true``, is a task:
+the daemon downloads the blob through the swarm and streams it to the client piece
+by piece, as the pieces land. Everything else (``/v2/`` pings, manifests, tags,
+token endpoints) goes to the upstream as it came, and its answer comes back as it
+left, streamed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlencode, urlsplit
+
+import anyio.to_thread
+import attrs
+import httpx
+
+from .._backends._oci import is_loopback
+from .._download import Download
+from .._errors import DragonpyError, StoreError
+from .._pieces import pieces_covering
+from .._storage import PieceStore
+from .._task import Task
+from .._web import Request, Response, text
+from ._swarm import SwarmDownload
+
+if TYPE_CHECKING:
+    from ._node import Daemon
+
+logger = logging.getLogger("dragonpy.proxy")
+
+REGISTRY_HEADER: Final = "x-dragonfly-registry"
+USE_P2P_HEADER: Final = "x-dragonfly-use-p2p"
+TASK_HEADER: Final = "X-Dragonpy-Task-Id"
+DEFAULT_RULES: Final = (r"blobs/sha256.*",)
+# Headers that describe one connection, not the message: never forwarded.
+_HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+_RANGE: Final = re.compile(r"bytes=(\d*)-(\d*)")
+_STREAM_CHUNK: Final = 1024 * 1024
+
+
+@attrs.frozen
+class ProxyConfig:
+    port: int = 4001
+    #: Upstream registries served, as base URLs; the first is the default.
+    registries: tuple[str, ...] = ()
+    #: Serve any upstream a request names (an open relay: only on trusted networks).
+    allow_any_registry: bool = False
+    #: Regular expressions (searched in the path) that make a request a task.
+    rules: tuple[str, ...] = DEFAULT_RULES
+
+    def __attrs_post_init__(self) -> None:
+        for rule in self.rules:
+            try:
+                re.compile(rule)
+            except re.error as exc:
+                message = f"rule {rule!r} is not a regular expression: {exc}"
+                raise ValueError(message) from None
+        for url in self.registries:
+            registry_base(url)
+
+
+class BadProxyRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RegistryMirror:
+    """Answers registry requests for one daemon."""
+
+    def __init__(self, config: ProxyConfig, daemon: Daemon) -> None:
+        self.config = config
+        self.daemon = daemon
+        self.rules = [re.compile(rule) for rule in config.rules]
+        self.registries = {registry_base(url) for url in config.registries}
+        self.http = httpx.AsyncClient(follow_redirects=True, timeout=30.0)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            upstream = self._upstream(request)
+            if self._is_task(request):
+                return await self._blob(request, upstream)
+            return await self._pass_through(request, upstream)
+        except BadProxyRequest as exc:
+            logger.info("%s %s refused: %s", request.method, request.path, exc)
+            return text(exc.status, str(exc))
+
+    # Where to, and how
+
+    def _upstream(self, request: Request) -> str:
+        named = request.headers.get(REGISTRY_HEADER) or _from_namespace(request)
+        if not named:
+            if not self.config.registries:
+                raise BadProxyRequest(
+                    400,
+                    "no upstream registry: send X-Dragonfly-Registry, or start the "
+                    "daemon with --registry",
+                )
+            return registry_base(self.config.registries[0])
+        try:
+            upstream = registry_base(named)
+        except ValueError as exc:
+            raise BadProxyRequest(400, str(exc)) from None
+        if upstream not in self.registries and not self.config.allow_any_registry:
+            raise BadProxyRequest(
+                403,
+                f"{upstream} is not a registry this mirror serves; add it with "
+                "--registry (or allow any with --allow-any-registry)",
+            )
+        return upstream
+
+    def _is_task(self, request: Request) -> bool:
+        if request.method != "GET":
+            return False
+        if request.headers.get(USE_P2P_HEADER, "").lower() == "true":
+            return True
+        return any(rule.search(request.path) for rule in self.rules)
+
+    # Blobs, through the swarm
+
+    async def _blob(self, request: Request, upstream: str) -> Response:
+        url = upstream + request.path
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name == "authorization"
+        }
+        wanted = _parse_range(request.headers.get("range"))
+        swarm = self.daemon.open_download(Download(url), headers=headers, first=wanted)
+        try:
+            record = await swarm.wait_for_task()
+        except DragonpyError as exc:
+            return text(502, f"cannot fetch {request.path} from {upstream}: {exc}")
+        length = record.content_length
+        extra = ((TASK_HEADER, record.id),)
+        if wanted is None:
+            body = _stream(swarm, self.daemon.store, record, 0, length - 1)
+            return Response(200, body, "application/octet-stream", extra, length)
+        start, end = wanted
+        if start >= length:
+            return Response(
+                416,
+                b"",
+                "text/plain",
+                (*extra, ("Content-Range", f"bytes */{length}")),
+            )
+        end = min(end, length - 1)
+        body = _stream(swarm, self.daemon.store, record, start, end)
+        content_range = ("Content-Range", f"bytes {start}-{end}/{length}")
+        return Response(
+            206,
+            body,
+            "application/octet-stream",
+            (*extra, content_range),
+            end - start + 1,
+        )
+
+    # Everything else, as it is
+
+    async def _pass_through(self, request: Request, upstream: str) -> Response:
+        headers = [
+            (name, value)
+            for name, value in request.headers.items()
+            if name not in _HOP_BY_HOP and name not in (REGISTRY_HEADER, USE_P2P_HEADER)
+        ]
+        target = upstream + _without_namespace(request)
+        outgoing = self.http.build_request(
+            request.method, target, headers=headers, content=request.body
+        )
+        try:
+            answer = await self.http.send(outgoing, stream=True)
+        except httpx.HTTPError as exc:
+            return text(502, f"upstream {upstream} did not answer: {exc!r}")
+        passed = tuple(
+            (name, value)
+            for name, value in answer.headers.items()
+            if name.lower() not in _HOP_BY_HOP and name.lower() != "content-type"
+        )
+        length = answer.headers.get("content-length")
+        return Response(
+            answer.status_code,
+            _relay(answer),
+            answer.headers.get("content-type", "application/octet-stream"),
+            passed,
+            int(length) if length and length.isdigit() else None,
+        )
+
+
+async def _stream(
+    swarm: SwarmDownload, store: PieceStore, record: Task, start: int, end: int
+) -> AsyncIterator[bytes]:
+    """Bytes ``start``..``end`` of the task, each piece once it is stored."""
+    for number in pieces_covering(
+        record.content_length, record.piece_length, start, end
+    ):
+        await swarm.wait_for_piece(number)
+        data = await anyio.to_thread.run_sync(_read, store, record.id, number)
+        offset = number * record.piece_length
+        low = max(start, offset) - offset
+        high = min(end + 1, offset + len(data)) - offset
+        for at in range(low, high, _STREAM_CHUNK):
+            yield data[at : min(at + _STREAM_CHUNK, high)]
+
+
+def _read(store: PieceStore, task_id: str, number: int) -> bytes:
+    with store.read_piece(task_id, number) as view:
+        if view is None:
+            raise StoreError(f"piece {number} of {task_id} left the store")
+        return bytes(view)
+
+
+async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in answer.aiter_raw():
+            yield chunk
+    finally:
+        await answer.aclose()
+
+
+def _parse_range(header: str | None) -> tuple[int, int] | None:
+    """A single ``bytes=`` range as (start, end); None for none, or for a form this
+    mirror answers with the whole blob (multiple ranges, as RFC 9110 allows)."""
+    if header is None:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        if header.strip().startswith("bytes=") and "," in header:
+            return None
+        raise BadProxyRequest(416, f"Range {header!r} is not bytes=START-END")
+    first, last = match.groups()
+    if not first:
+        raise BadProxyRequest(416, "suffix ranges (bytes=-N) are not served")
+    start = int(first)
+    end = int(last) if last else 2**63 - 1
+    if end < start:
+        raise BadProxyRequest(416, f"Range {header!r} ends before it starts")
+    return start, end
+
+
+def _from_namespace(request: Request) -> str:
+    """containerd's ``?ns=docker.io``: the registry the image reference named."""
+    namespace = request.query.get("ns", "")
+    if namespace == "docker.io":
+        return "https://registry-1.docker.io"
+    return namespace
+
+
+def registry_base(url: str) -> str:
+    """``scheme://host[:port]`` of a registry named by URL or by bare host (plain
+    HTTP for loopback hosts, as Docker does)."""
+    if "://" not in url:
+        host = url.split("/")[0]
+        scheme = (
+            "http" if is_loopback(urlsplit(f"//{host}").hostname or "") else "https"
+        )
+        url = f"{scheme}://{host}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is not a registry URL like https://host[:port]")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _without_namespace(request: Request) -> str:
+    query = {name: value for name, value in request.query.items() if name != "ns"}
+    return request.path + (f"?{urlencode(query)}" if query else "")

@@ -1,0 +1,148 @@
+"""The registry mirror against a real docker-registry, through the daemon."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+import dragonpy
+
+from .registry import Registry
+
+pytestmark = [pytest.mark.anyio, pytest.mark.registry]
+
+MIB = 1024 * 1024
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture
+def layer(registry: Registry) -> tuple[str, bytes]:
+    data = os.urandom(10 * MIB + 123)
+    return registry.push_blob("team/app", data), data
+
+
+@pytest.fixture
+async def mirror(
+    tmp_path: Path, registry: Registry
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A daemon (no scheduler) whose mirror serves ``registry``; a client of it."""
+    config = dragonpy.DaemonConfig(
+        store_dir=tmp_path / "store",
+        listen="127.0.0.1",
+        piece_port=0,
+        health_port=0,
+        metrics_port=0,
+        proxy=dragonpy.ProxyConfig(port=0, registries=(registry.url,)),
+    )
+    daemon = dragonpy.Daemon(config)
+    async with anyio.create_task_group() as group:
+        await group.start(daemon.run)
+        base = f"http://127.0.0.1:{daemon.proxy_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            yield client
+        group.cancel_scope.cancel()
+
+
+async def test_a_blob_goes_through_the_store_once(
+    mirror: httpx.AsyncClient, registry: Registry, layer: tuple[str, bytes]
+) -> None:
+    digest, data = layer
+    path = f"/v2/team/app/blobs/{digest}"
+
+    first = await mirror.get(path)
+    second = await mirror.get(path, headers={"X-Dragonfly-Registry": registry.url})
+
+    for answer in (first, second):
+        assert answer.status_code == 200
+        assert answer.content == data
+        assert answer.headers["content-length"] == str(len(data))
+        assert answer.headers["x-dragonpy-task-id"] == digest.removeprefix("sha256:")
+    assert registry.blob_bytes(digest) == len(data) + 1  # pieces and a 1-byte probe
+
+
+async def test_a_range_gets_exactly_its_bytes(
+    mirror: httpx.AsyncClient, layer: tuple[str, bytes]
+) -> None:
+    digest, data = layer
+    path = f"/v2/team/app/blobs/{digest}"
+
+    middle = await mirror.get(path, headers={"Range": "bytes=5000000-6048575"})
+    tail = await mirror.get(path, headers={"Range": f"bytes={len(data) - 10}-"})
+    beyond = await mirror.get(path, headers={"Range": f"bytes={len(data)}-"})
+    nonsense = await mirror.get(path, headers={"Range": "pages=1-2"})
+
+    assert middle.status_code == 206
+    assert middle.content == data[5000000:6048576]
+    assert middle.headers["content-range"] == f"bytes 5000000-6048575/{len(data)}"
+    assert tail.status_code == 206 and tail.content == data[-10:]
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{len(data)}"
+    assert nonsense.status_code == 416
+
+
+async def test_manifests_and_pings_pass_through(
+    mirror: httpx.AsyncClient, registry: Registry
+) -> None:
+    config = registry.push_blob("team/app", b"{}")
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config,
+                "size": 2,
+            },
+            "layers": [],
+        }
+    ).encode()
+    digest = registry.push_manifest("team/app", "v1", manifest, MANIFEST_TYPE)
+
+    ping = await mirror.get("/v2/")
+    answer = await mirror.get(
+        "/v2/team/app/manifests/v1", headers={"Accept": MANIFEST_TYPE}
+    )
+    missing = await mirror.get("/v2/team/app/manifests/nope")
+
+    assert ping.status_code == 200
+    assert ping.headers["docker-distribution-api-version"] == "registry/2.0"
+    assert answer.status_code == 200
+    assert answer.content == manifest
+    assert answer.headers["docker-content-digest"] == digest
+    assert hashlib.sha256(answer.content).hexdigest() == digest.removeprefix("sha256:")
+    assert missing.status_code == 404
+    assert "MANIFEST_UNKNOWN" in missing.text
+
+
+async def test_upstreams_not_configured_are_refused(
+    mirror: httpx.AsyncClient, registry: Registry, layer: tuple[str, bytes]
+) -> None:
+    digest, _ = layer
+    path = f"/v2/team/app/blobs/{digest}"
+
+    elsewhere = await mirror.get(
+        path, headers={"X-Dragonfly-Registry": "https://evil.example"}
+    )
+    by_namespace = await mirror.get(f"{path}?ns={registry.host}")
+    not_a_url = await mirror.get(path, headers={"X-Dragonfly-Registry": "ftp://x"})
+
+    assert elsewhere.status_code == 403
+    assert "--registry" in elsewhere.text
+    assert by_namespace.status_code == 200
+    assert not_a_url.status_code == 400
+
+
+async def test_a_missing_blob_is_a_clear_error(
+    mirror: httpx.AsyncClient,
+) -> None:
+    answer = await mirror.get("/v2/team/app/blobs/sha256:" + "0" * 64)
+
+    assert answer.status_code == 502
+    assert "404" in answer.text
