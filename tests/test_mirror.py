@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -14,7 +15,7 @@ import pytest
 
 import dragonpy
 
-from .registry import Registry
+from .registry import PASSWORD, USERNAME, Registry, run_registry
 
 pytestmark = [pytest.mark.anyio, pytest.mark.registry]
 
@@ -28,8 +29,8 @@ def layer(registry: Registry) -> tuple[str, bytes]:
     return registry.push_blob("team/app", data), data
 
 
-@pytest.fixture
-async def mirror(
+@asynccontextmanager
+async def running_mirror(
     tmp_path: Path, registry: Registry
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A daemon (no scheduler) whose mirror serves ``registry``; a client of it."""
@@ -48,6 +49,14 @@ async def mirror(
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
             yield client
         group.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def mirror(
+    tmp_path: Path, registry: Registry
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_mirror(tmp_path, registry) as client:
+        yield client
 
 
 async def test_a_blob_goes_through_the_store_once(
@@ -139,10 +148,32 @@ async def test_upstreams_not_configured_are_refused(
     assert not_a_url.status_code == 400
 
 
-async def test_a_missing_blob_is_a_clear_error(
+async def test_what_the_swarm_cannot_fetch_the_upstream_answers(
     mirror: httpx.AsyncClient,
 ) -> None:
     answer = await mirror.get("/v2/team/app/blobs/sha256:" + "0" * 64)
 
-    assert answer.status_code == 502
-    assert "404" in answer.text
+    assert answer.status_code == 404
+    assert "BLOB_UNKNOWN" in answer.text  # the registry's own error
+
+
+async def test_private_blobs_relay_the_upstream_challenge(
+    tmp_path: Path,
+) -> None:
+    with run_registry(tmp_path, auth="htpasswd") as private:
+        digest = private.push_blob("team/secret", b"secret layer")
+        async with running_mirror(tmp_path, private) as mirror:
+            path = f"/v2/team/secret/blobs/{digest}"
+            anonymous = await mirror.get(path)
+            allowed = await mirror.get(path, auth=(USERNAME, PASSWORD))
+            # Now in the store: still not for anyone who asks.
+            cached_anonymous = await mirror.get(path)
+            cached_wrong = await mirror.get(path, auth=(USERNAME, "wrong"))
+
+    assert anonymous.status_code == 401
+    assert "Basic" in anonymous.headers["www-authenticate"]
+    assert allowed.status_code == 200
+    assert allowed.content == b"secret layer"
+    assert cached_anonymous.status_code == 401
+    assert cached_wrong.status_code == 401
+    assert b"secret layer" not in cached_anonymous.content + cached_wrong.content

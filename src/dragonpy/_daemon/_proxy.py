@@ -14,8 +14,10 @@ left, streamed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlencode, urlsplit
@@ -59,6 +61,8 @@ _HOP_BY_HOP: Final = frozenset(
 )
 _RANGE: Final = re.compile(r"bytes=(\d*)-(\d*)")
 _STREAM_CHUNK: Final = 1024 * 1024
+_ACCEPTED_FOR: Final = 60.0
+_ACCEPTED_MAX: Final = 10_000
 
 
 @attrs.frozen
@@ -70,6 +74,9 @@ class ProxyConfig:
     allow_any_registry: bool = False
     #: Regular expressions (searched in the path) that make a request a task.
     rules: tuple[str, ...] = DEFAULT_RULES
+    #: Serve a blob only once the upstream accepts the request's credentials (or
+    #: its lack of them) for it: private blobs are never served to anyone who asks.
+    auth_check: bool = True
 
     def __attrs_post_init__(self) -> None:
         for rule in self.rules:
@@ -97,6 +104,8 @@ class RegistryMirror:
         self.rules = [re.compile(rule) for rule in config.rules]
         self.registries = {registry_base(url) for url in config.registries}
         self.http = httpx.AsyncClient(follow_redirects=True, timeout=30.0)
+        # (blob URL, digest of the Authorization header) -> accepted until then.
+        self._accepted: dict[tuple[str, str], float] = {}
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -151,12 +160,17 @@ class RegistryMirror:
             for name, value in request.headers.items()
             if name == "authorization"
         }
+        if self.config.auth_check and not await self._upstream_allows(url, headers):
+            return await self._pass_through(request, upstream)
         wanted = _parse_range(request.headers.get("range"))
         swarm = self.daemon.open_download(Download(url), headers=headers, first=wanted)
         try:
             record = await swarm.wait_for_task()
         except DragonpyError as exc:
-            return text(502, f"cannot fetch {request.path} from {upstream}: {exc}")
+            # Nothing is sent yet: the upstream answers for itself (a 401 with its
+            # challenge, a 404 with the registry's error), as without a mirror.
+            logger.info("%s through the swarm failed (%s); passing through", url, exc)
+            return await self._pass_through(request, upstream)
         length = record.content_length
         extra = ((TASK_HEADER, record.id),)
         if wanted is None:
@@ -180,6 +194,25 @@ class RegistryMirror:
             (*extra, content_range),
             end - start + 1,
         )
+
+    async def _upstream_allows(self, url: str, headers: dict[str, str]) -> bool:
+        """Whether the upstream serves this blob to these credentials: one HEAD,
+        remembered for ``_ACCEPTED_FOR`` seconds."""
+        credentials = hashlib.sha256(headers.get("authorization", "").encode())
+        key = (url, credentials.hexdigest())
+        now = time.monotonic()
+        if self._accepted.get(key, 0.0) > now:
+            return True
+        try:
+            answer = await self.http.head(url, headers=headers)
+        except httpx.HTTPError:
+            return False  # the pass-through says what went wrong
+        if answer.status_code >= 400:
+            return False
+        if len(self._accepted) > _ACCEPTED_MAX:
+            self._accepted = {k: t for k, t in self._accepted.items() if t > now}
+        self._accepted[key] = now + _ACCEPTED_FOR
+        return True
 
     # Everything else, as it is
 
