@@ -124,7 +124,11 @@ def push_image(
                 "size": len(config),
             },
             "layers": [
-                {"mediaType": LAYER_TYPE, "digest": layer.digest, "size": len(layer.data)}
+                {
+                    "mediaType": LAYER_TYPE,
+                    "digest": layer.digest,
+                    "size": len(layer.data),
+                }
                 for layer in built
             ],
         }

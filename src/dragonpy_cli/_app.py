@@ -11,6 +11,7 @@ import click
 from dragonpy import __version__
 
 from ._cache import cache
+from ._containerd import containerd_config
 from ._daemon import daemon
 from ._get import get
 from ._scheduler import scheduler
@@ -35,6 +36,7 @@ cli.add_command(get)
 cli.add_command(cache)
 cli.add_command(daemon)
 cli.add_command(scheduler)
+cli.add_command(containerd_config)
 
 
 def main() -> None:
