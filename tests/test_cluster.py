@@ -365,6 +365,11 @@ def test_bad_input_on_every_port(cluster: Cluster) -> None:
     assert httpx.get(f"{base}/nothing").status_code == 404
     assert httpx.delete(f"{base}/healthy").status_code == 405
 
+    mirror = f"http://127.0.0.1:{daemon.proxy_port}"
+    assert httpx.get(f"{mirror}/v2/").status_code == 400  # no upstream configured
+    refused = httpx.get(f"{mirror}/v2/", headers={"X-Dragonfly-Registry": "http://x"})
+    assert refused.status_code == 403
+
     health = f"http://127.0.0.1:{daemon.health_port}"
     assert httpx.get(f"{health}/elsewhere").status_code == 404
     with _control(daemon) as control:
@@ -379,6 +384,7 @@ def test_bad_input_on_every_port(cluster: Cluster) -> None:
         daemon.health_port,
         daemon.metrics_port,
         daemon.piece_port,
+        daemon.proxy_port,
     ):
         _send_garbage(port)
     assert scheduler.alive and daemon.alive

@@ -86,6 +86,8 @@ async def test_a_range_gets_exactly_its_bytes(
     tail = await mirror.get(path, headers={"Range": f"bytes={len(data) - 10}-"})
     beyond = await mirror.get(path, headers={"Range": f"bytes={len(data)}-"})
     nonsense = await mirror.get(path, headers={"Range": "pages=1-2"})
+    backwards = await mirror.get(path, headers={"Range": "bytes=9-3"})
+    several = await mirror.get(path, headers={"Range": "bytes=0-1,5-6"})
 
     assert middle.status_code == 206
     assert middle.content == data[5000000:6048576]
@@ -94,6 +96,8 @@ async def test_a_range_gets_exactly_its_bytes(
     assert beyond.status_code == 416
     assert beyond.headers["content-range"] == f"bytes */{len(data)}"
     assert nonsense.status_code == 416
+    assert backwards.status_code == 416
+    assert several.status_code == 200 and several.content == data
 
 
 async def test_manifests_and_pings_pass_through(
