@@ -31,16 +31,16 @@ def layer(registry: Registry) -> tuple[str, bytes]:
 
 @asynccontextmanager
 async def running_mirror(
-    tmp_path: Path, registry: Registry
+    tmp_path: Path, proxy: dragonpy.ProxyConfig
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A daemon (no scheduler) whose mirror serves ``registry``; a client of it."""
+    """A daemon (no scheduler) with this mirror; a client of the mirror."""
     config = dragonpy.DaemonConfig(
         store_dir=tmp_path / "store",
         listen="127.0.0.1",
         piece_port=0,
         health_port=0,
         metrics_port=0,
-        proxy=dragonpy.ProxyConfig(port=0, registries=(registry.url,)),
+        proxy=proxy,
     )
     daemon = dragonpy.Daemon(config)
     async with anyio.create_task_group() as group:
@@ -55,7 +55,8 @@ async def running_mirror(
 async def mirror(
     tmp_path: Path, registry: Registry
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_mirror(tmp_path, registry) as client:
+    proxy = dragonpy.ProxyConfig(port=0, registries=(registry.url,))
+    async with running_mirror(tmp_path, proxy) as client:
         yield client
 
 
@@ -166,7 +167,8 @@ async def test_private_blobs_relay_the_upstream_challenge(
 ) -> None:
     with run_registry(tmp_path, auth="htpasswd") as private:
         digest = private.push_blob("team/secret", b"secret layer")
-        async with running_mirror(tmp_path, private) as mirror:
+        proxy = dragonpy.ProxyConfig(port=0, registries=(private.url,))
+        async with running_mirror(tmp_path, proxy) as mirror:
             path = f"/v2/team/secret/blobs/{digest}"
             anonymous = await mirror.get(path)
             allowed = await mirror.get(path, auth=(USERNAME, PASSWORD))
@@ -181,3 +183,17 @@ async def test_private_blobs_relay_the_upstream_challenge(
     assert cached_anonymous.status_code == 401
     assert cached_wrong.status_code == 401
     assert b"secret layer" not in cached_anonymous.content + cached_wrong.content
+
+
+async def test_a_stalled_blob_closes_the_connection(
+    tmp_path: Path, nginx: str, origin_root: Path
+) -> None:
+    # nginx's /slow/ sends a 4 MiB piece in about a second: longer than allowed.
+    proxy = dragonpy.ProxyConfig(port=0, allow_any_registry=True, stall_timeout=0.3)
+    headers = {"X-Dragonfly-Registry": nginx, "X-Dragonfly-Use-P2P": "true"}
+    async with running_mirror(tmp_path, proxy) as mirror:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await mirror.get("/slow/big.bin", headers=headers)
+        whole = await mirror.get("/small.bin", headers=headers)
+
+    assert whole.content == (origin_root / "small.bin").read_bytes()

@@ -121,6 +121,10 @@ async def serve_unix(
             await anyio.Path(path).unlink(missing_ok=True)
 
 
+class _BodyFailed(Exception):
+    """A streamed body could not be finished."""
+
+
 class _BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -147,6 +151,8 @@ async def _serve_connection(stream: anyio.abc.ByteStream, handler: Handler) -> N
                 connection.start_next_cycle()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             return  # the client went away
+        except _BodyFailed:
+            return
         except h11.LocalProtocolError as exc:
             logger.debug("connection ended: %r", exc)
 
@@ -255,6 +261,11 @@ async def _send_response(
             async for chunk in response.body:
                 if chunk:
                     await _send(stream, connection, h11.Data(data=chunk))
+        except Exception as exc:
+            # Too late for a status: closing the connection mid-body is how the
+            # client learns, and falls back.
+            logger.warning("response body failed, closing the connection: %s", exc)
+            raise _BodyFailed from exc
         finally:
             # A client that went away leaves the generator mid-way: close it now,
             # so what it holds (a lease, a connection) is let go at once.

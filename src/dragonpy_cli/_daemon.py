@@ -85,6 +85,13 @@ from ._serve import configure_logging, log_level_option, run_until_signalled
     metavar="REGEX",
     help=f"Paths that go peer to peer (default: {DEFAULT_RULES[0]}).",
 )
+@click.option(
+    "--proxy-stall-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a blob answer may wait for its next piece before it is cut off.",
+)
 @click.option("--idc", default="", help="Data center, for affinity.")
 @click.option("--location", default="", help="country|region|city|zone|rack.")
 @click.option(
@@ -122,6 +129,7 @@ def daemon(
     registries: tuple[str, ...],
     allow_any_registry: bool,
     rules: tuple[str, ...],
+    proxy_stall_timeout: float,
     idc: str,
     location: str,
     piece_timeout: float,
@@ -155,6 +163,7 @@ def daemon(
                 registries=registries,
                 allow_any_registry=allow_any_registry,
                 rules=rules or DEFAULT_RULES,
+                stall_timeout=proxy_stall_timeout,
             ),
             store_policy=StorePolicy(capacity=parse_size(store_capacity)),
             piece_timeout=piece_timeout,

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlencode, urlsplit
 
+import anyio
 import anyio.to_thread
 import attrs
 import httpx
@@ -77,6 +78,9 @@ class ProxyConfig:
     #: Serve a blob only once the upstream accepts the request's credentials (or
     #: its lack of them) for it: private blobs are never served to anyone who asks.
     auth_check: bool = True
+    #: Seconds a blob answer may wait for its next piece; then the connection
+    #: closes, so the client falls back to the registry.
+    stall_timeout: float = 30.0
 
     def __attrs_post_init__(self) -> None:
         for rule in self.rules:
@@ -174,7 +178,7 @@ class RegistryMirror:
         length = record.content_length
         extra = ((TASK_HEADER, record.id),)
         if wanted is None:
-            body = _stream(swarm, self.daemon.store, record, 0, length - 1)
+            body = self._stream(swarm, record, 0, length - 1)
             return Response(200, body, "application/octet-stream", extra, length)
         start, end = wanted
         if start >= length:
@@ -185,7 +189,7 @@ class RegistryMirror:
                 (*extra, ("Content-Range", f"bytes */{length}")),
             )
         end = min(end, length - 1)
-        body = _stream(swarm, self.daemon.store, record, start, end)
+        body = self._stream(swarm, record, start, end)
         content_range = ("Content-Range", f"bytes {start}-{end}/{length}")
         return Response(
             206,
@@ -194,6 +198,25 @@ class RegistryMirror:
             (*extra, content_range),
             end - start + 1,
         )
+
+    async def _stream(
+        self, swarm: SwarmDownload, record: Task, start: int, end: int
+    ) -> AsyncIterator[bytes]:
+        """Bytes ``start``..``end`` of the task, each piece once it is stored."""
+        numbers = pieces_covering(
+            record.content_length, record.piece_length, start, end
+        )
+        for number in numbers:
+            with anyio.fail_after(self.config.stall_timeout):
+                await swarm.wait_for_piece(number)
+            data = await anyio.to_thread.run_sync(
+                _read, self.daemon.store, record.id, number
+            )
+            offset = number * record.piece_length
+            low = max(start, offset) - offset
+            high = min(end + 1, offset + len(data)) - offset
+            for at in range(low, high, _STREAM_CHUNK):
+                yield data[at : min(at + _STREAM_CHUNK, high)]
 
     async def _upstream_allows(self, url: str, headers: dict[str, str]) -> bool:
         """Whether the upstream serves this blob to these credentials: one HEAD,
@@ -243,22 +266,6 @@ class RegistryMirror:
             passed,
             int(length) if length and length.isdigit() else None,
         )
-
-
-async def _stream(
-    swarm: SwarmDownload, store: PieceStore, record: Task, start: int, end: int
-) -> AsyncIterator[bytes]:
-    """Bytes ``start``..``end`` of the task, each piece once it is stored."""
-    for number in pieces_covering(
-        record.content_length, record.piece_length, start, end
-    ):
-        await swarm.wait_for_piece(number)
-        data = await anyio.to_thread.run_sync(_read, store, record.id, number)
-        offset = number * record.piece_length
-        low = max(start, offset) - offset
-        high = min(end + 1, offset + len(data)) - offset
-        for at in range(low, high, _STREAM_CHUNK):
-            yield data[at : min(at + _STREAM_CHUNK, high)]
 
 
 def _read(store: PieceStore, task_id: str, number: int) -> bytes:
