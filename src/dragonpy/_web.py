@@ -260,7 +260,10 @@ async def _send_response(
         try:
             async for chunk in response.body:
                 if chunk:
-                    await _send(stream, connection, h11.Data(data=chunk))
+                    # Passed through h11 as it is: no copy of the body.
+                    data = h11.Data(data=chunk)
+                    for part in connection.send_with_data_passthrough(data) or ():
+                        await stream.send(part)
         except Exception as exc:
             # Too late for a status: closing the connection mid-body is how the
             # client learns, and falls back.

@@ -167,16 +167,28 @@ class RegistryMirror:
         if self.config.auth_check and not await self._upstream_allows(url, headers):
             return await self._pass_through(request, upstream)
         wanted = _parse_range(request.headers.get("range"))
-        swarm = self.daemon.open_download(Download(url), headers=headers, first=wanted)
-        try:
-            record = await swarm.wait_for_task()
-        except DragonpyError as exc:
-            # Nothing is sent yet: the upstream answers for itself (a 401 with its
-            # challenge, a 404 with the registry's error), as without a mirror.
-            logger.info("%s through the swarm failed (%s); passing through", url, exc)
-            return await self._pass_through(request, upstream)
+        task = Download(url)
+        # A blob held whole is read straight from the store: no download to follow.
+        held = await anyio.to_thread.run_sync(self.daemon.store.get_task, task.task_id)
+        swarm = None
+        if held is not None and held.complete:
+            record = held
+        else:
+            swarm = self.daemon.open_download(task, headers=headers, first=wanted)
+            try:
+                record = await swarm.wait_for_task()
+            except DragonpyError as exc:
+                # Nothing is sent yet: the upstream answers for itself (a 401 with
+                # its challenge, a 404 with the registry's error), as without us.
+                logger.info("%s through the swarm failed (%s); passing it", url, exc)
+                return await self._pass_through(request, upstream)
         length = record.content_length
         extra = ((TASK_HEADER, record.id),)
+        if swarm is None:
+            served = (
+                length if wanted is None else min(wanted[1] + 1, length) - wanted[0]
+            )
+            self.daemon.metrics.bytes.labels("local").inc(max(served, 0))
         if wanted is None:
             body = self._stream(swarm, record, 0, length - 1)
             return Response(200, body, "application/octet-stream", extra, length)
@@ -200,23 +212,29 @@ class RegistryMirror:
         )
 
     async def _stream(
-        self, swarm: SwarmDownload, record: Task, start: int, end: int
+        self, swarm: SwarmDownload | None, record: Task, start: int, end: int
     ) -> AsyncIterator[bytes]:
-        """Bytes ``start``..``end`` of the task, each piece once it is stored."""
+        """Bytes ``start``..``end`` of the task, each piece once it is stored
+        (``swarm`` is None when the store holds them all)."""
         numbers = pieces_covering(
             record.content_length, record.piece_length, start, end
         )
         for number in numbers:
-            with anyio.fail_after(self.config.stall_timeout):
-                await swarm.wait_for_piece(number)
-            data = await anyio.to_thread.run_sync(
-                _read, self.daemon.store, record.id, number
-            )
+            if swarm is not None:
+                with anyio.fail_after(self.config.stall_timeout):
+                    await swarm.wait_for_piece(number)
             offset = number * record.piece_length
             low = max(start, offset) - offset
-            high = min(end + 1, offset + len(data)) - offset
+            high = min(end + 1, offset + record.piece_length) - offset
             for at in range(low, high, _STREAM_CHUNK):
-                yield data[at : min(at + _STREAM_CHUNK, high)]
+                yield await anyio.to_thread.run_sync(
+                    _read,
+                    self.daemon.store,
+                    record.id,
+                    number,
+                    at,
+                    min(at + _STREAM_CHUNK, high),
+                )
 
     async def _upstream_allows(self, url: str, headers: dict[str, str]) -> bool:
         """Whether the upstream serves this blob to these credentials: one HEAD,
@@ -268,11 +286,12 @@ class RegistryMirror:
         )
 
 
-def _read(store: PieceStore, task_id: str, number: int) -> bytes:
+def _read(store: PieceStore, task_id: str, number: int, low: int, high: int) -> bytes:
+    """Bytes ``low``..``high`` (exclusive) of a stored piece."""
     with store.read_piece(task_id, number) as view:
-        if view is None:
+        if view is None or len(view) < high:
             raise StoreError(f"piece {number} of {task_id} left the store")
-        return bytes(view)
+        return bytes(view[low:high])
 
 
 async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
