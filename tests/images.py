@@ -48,12 +48,15 @@ class Layer:
 
 @dataclass(frozen=True)
 class Image:
+    """An image in a registry, with all it was built from."""
+
     host: str
     repo: str
     tag: str
     digest: str
     manifest: bytes
     config_digest: str
+    config: bytes
     layers: tuple[Layer, ...]
 
     @property
@@ -61,10 +64,21 @@ class Image:
         """``host:port/repo:tag``, as clients name the image."""
         return f"{self.host}/{self.repo}:{self.tag}"
 
+    @property
+    def size(self) -> int:
+        """Bytes of all blobs the manifest names: the config and the layers."""
+        return len(self.config) + sum(len(layer.data) for layer in self.layers)
+
+    def files(self) -> dict[str, bytes]:
+        """Every file of the unpacked image, by path."""
+        return {
+            name: data for layer in self.layers for name, data in layer.files.items()
+        }
+
 
 def build_layer(number: int, size: int, files: int = 3) -> Layer:
-    """A layer of ``files`` random files (``size`` bytes in all) under
-    ``layer<number>/``, one directory entry first as ``docker build`` writes them."""
+    """A layer of ``files`` random files, ``size`` bytes in all, in a directory
+    ``layer<number>``."""
     contents = {
         f"layer{number}/file{index}.bin": os.urandom(size // files)
         for index in range(files)
@@ -134,4 +148,6 @@ def push_image(
         }
     ).encode()
     digest = registry.push_manifest(repo, tag, manifest, MANIFEST_TYPE)
-    return Image(registry.host, repo, tag, digest, manifest, config_digest, built)
+    return Image(
+        registry.host, repo, tag, digest, manifest, config_digest, config, built
+    )

@@ -120,9 +120,13 @@ async def test_manifests_and_pings_pass_through(
     digest = registry.push_manifest("team/app", "v1", manifest, MANIFEST_TYPE)
 
     ping = await mirror.get("/v2/")
-    answer = await mirror.get(
-        "/v2/team/app/manifests/v1", headers={"Accept": MANIFEST_TYPE}
-    )
+    # One Accept line per type, as skopeo sends them: all of them must go on.
+    accept = [
+        ("Accept", "application/vnd.docker.distribution.manifest.v2+json"),
+        ("Accept", MANIFEST_TYPE),
+        ("Accept", "application/vnd.oci.image.index.v1+json"),
+    ]
+    answer = await mirror.get("/v2/team/app/manifests/v1", headers=accept)
     missing = await mirror.get("/v2/team/app/manifests/nope")
 
     assert ping.status_code == 200

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -188,12 +188,19 @@ async def _read_request(
         path=target.path,
         query=dict(parse_qsl(target.query)),
         target=raw_target,
-        headers={
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in event.headers
-        },
+        headers=_joined(event.headers),
         body=bytes(body),
     )
+
+
+def _joined(lines: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header lines by name; repeated lines of a name joined with ", ", which means
+    the same (RFC 9110, 5.3): several ``Accept`` lines stay several media types."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in lines:
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 async def _next_event(

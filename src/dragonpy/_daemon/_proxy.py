@@ -61,7 +61,7 @@ _HOP_BY_HOP: Final = frozenset(
     }
 )
 _RANGE: Final = re.compile(r"bytes=(\d*)-(\d*)")
-_STREAM_CHUNK: Final = 1024 * 1024
+_STREAM_CHUNK: Final = 4 * 1024 * 1024
 _ACCEPTED_FOR: Final = 60.0
 _ACCEPTED_MAX: Final = 10_000
 
