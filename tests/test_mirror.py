@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -201,3 +202,37 @@ async def test_a_stalled_blob_closes_the_connection(
         whole = await mirror.get("/small.bin", headers=headers)
 
     assert whole.content == (origin_root / "small.bin").read_bytes()
+
+
+async def test_a_nydus_style_reader_gets_every_byte(
+    mirror: httpx.AsyncClient, registry: Registry, layer: tuple[str, bytes]
+) -> None:
+    """HEAD for the size, then 1 MiB ranges at random offsets, 8 at a time, each
+    naming the registry in a header, as nydusd in mirror mode does."""
+    digest, data = layer
+    path = f"/v2/team/app/blobs/{digest}"
+    headers = {"X-Dragonfly-Registry": registry.url, "User-Agent": "nydusd/1.0.0"}
+
+    head = await mirror.head(path, headers=headers)
+    size = int(head.headers["content-length"])
+    offsets = random.Random(7).sample(range(size - MIB), 40)
+
+    async def read(offset: int) -> None:
+        wanted = {**headers, "Range": f"bytes={offset}-{offset + MIB - 1}"}
+        answer = await mirror.get(path, headers=wanted)
+        assert answer.status_code == 206
+        assert answer.content == data[offset : offset + MIB]
+
+    limiter = anyio.CapacityLimiter(8)
+
+    async def limited(offset: int) -> None:
+        async with limiter:
+            await read(offset)
+
+    async with anyio.create_task_group() as group:
+        for offset in offsets:
+            group.start_soon(limited, offset)
+
+    assert head.status_code == 200 and size == len(data)
+    # Concurrent reads of one blob share one download of it.
+    assert registry.blob_bytes(digest) == len(data) + 1
