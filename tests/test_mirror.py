@@ -236,3 +236,23 @@ async def test_a_nydus_style_reader_gets_every_byte(
     assert head.status_code == 200 and size == len(data)
     # Concurrent reads of one blob share one download of it.
     assert registry.blob_bytes(digest) == len(data) + 1
+
+
+async def test_as_a_forward_proxy_the_same_rules_apply(
+    tmp_path: Path, registry: Registry, layer: tuple[str, bytes]
+) -> None:
+    digest, data = layer
+    proxy_config = dragonpy.ProxyConfig(port=0, registries=(registry.url,))
+    async with running_mirror(tmp_path, proxy_config) as mirror:
+        proxy = str(mirror.base_url).rstrip("/")
+        async with httpx.AsyncClient(proxy=proxy, timeout=30) as client:
+            blob = await client.get(f"{registry.url}/v2/team/app/blobs/{digest}")
+            ping = await client.get(f"{registry.url}/v2/")
+            elsewhere = await client.get("http://elsewhere.example/v2/")
+        tunnel = await mirror.request("CONNECT", "/")
+
+    assert blob.status_code == 200 and blob.content == data
+    assert "x-dragonpy-task-id" in blob.headers  # through the swarm
+    assert ping.status_code == 200
+    assert elsewhere.status_code == 403
+    assert tunnel.status_code == 501

@@ -115,6 +115,10 @@ class RegistryMirror:
         await self.http.aclose()
 
     async def __call__(self, request: Request) -> Response:
+        if request.method == "CONNECT":
+            return text(
+                501, "CONNECT tunnels are not served: use the mirror, or plain http://"
+            )
         try:
             upstream = self._upstream(request)
             if self._is_task(request):
@@ -127,7 +131,11 @@ class RegistryMirror:
     # Where to, and how
 
     def _upstream(self, request: Request) -> str:
-        named = request.headers.get(REGISTRY_HEADER) or _from_namespace(request)
+        named = (
+            _from_absolute_target(request)
+            or request.headers.get(REGISTRY_HEADER)
+            or _from_namespace(request)
+        )
         if not named:
             if not self.config.registries:
                 raise BadProxyRequest(
@@ -320,6 +328,15 @@ def _parse_range(header: str | None) -> tuple[int, int] | None:
     if end < start:
         raise BadProxyRequest(416, f"Range {header!r} ends before it starts")
     return start, end
+
+
+def _from_absolute_target(request: Request) -> str:
+    """As an HTTP forward proxy, the request names its server in its target
+    (``GET http://registry.local/v2/...``)."""
+    if not request.target.startswith("http://"):
+        return ""
+    parts = urlsplit(request.target)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _from_namespace(request: Request) -> str:
