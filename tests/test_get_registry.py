@@ -13,11 +13,10 @@ from click.testing import CliRunner
 import dragonpy
 from dragonpy_cli._app import cli
 
+from .images import push_image
 from .registry import PASSWORD, USERNAME, Registry, run_registry
 
 pytestmark = pytest.mark.registry
-
-MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 
 
 def get(*args: str) -> tuple[int, str, str]:
@@ -85,20 +84,7 @@ def test_missing_credentials_are_an_auth_error(
 
 def test_manifest_by_tag_anonymous(tmp_path: Path) -> None:
     with run_registry(tmp_path) as registry:
-        config = registry.push_blob("library/tool", b"{}")
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": MANIFEST_TYPE,
-                "config": {
-                    "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": config,
-                    "size": 2,
-                },
-                "layers": [],
-            }
-        ).encode()
-        registry.push_manifest("library/tool", "v1", manifest, MANIFEST_TYPE)
+        manifest = push_image(registry, "library/tool", "v1", layers=0).manifest
 
         code, _, stderr = get(
             f"oci://{registry.host}/library/tool:v1",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 from collections.abc import AsyncIterator
@@ -16,12 +15,12 @@ import pytest
 
 import dragonpy
 
+from .images import MANIFEST_TYPE, push_image
 from .registry import PASSWORD, USERNAME, Registry, run_registry
 
 pytestmark = [pytest.mark.anyio, pytest.mark.registry]
 
 MIB = 1024 * 1024
-MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture
@@ -105,20 +104,8 @@ async def test_a_range_gets_exactly_its_bytes(
 async def test_manifests_and_pings_pass_through(
     mirror: httpx.AsyncClient, registry: Registry
 ) -> None:
-    config = registry.push_blob("team/app", b"{}")
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_TYPE,
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config,
-                "size": 2,
-            },
-            "layers": [],
-        }
-    ).encode()
-    digest = registry.push_manifest("team/app", "v1", manifest, MANIFEST_TYPE)
+    image = push_image(registry, "team/app", "v1", layers=0)
+    manifest, digest = image.manifest, image.digest
 
     ping = await mirror.get("/v2/")
     # One Accept line per type, as skopeo sends them: all of them must go on.
