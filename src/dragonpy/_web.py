@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Final, cast
+from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
@@ -29,7 +29,6 @@ _MAX_HEAD: Final = 16 * 1024
 _RECEIVE_SIZE: Final = 64 * 1024
 _IDLE_TIMEOUT: Final = 120.0
 _BODY_TIMEOUT: Final = 30.0
-_SEND_SLICE: Final = 256 * 1024
 
 
 @attrs.frozen
@@ -267,12 +266,9 @@ async def _send_response(
     else:
         try:
             async for chunk in response.body:
-                view = memoryview(chunk)
-                # In slices the socket takes whole, passed through h11 as they are:
-                # a large write would leave a remainder for asyncio to copy.
-                for at in range(0, len(view), _SEND_SLICE):
-                    # h11 hands any bytes-like object back untouched.
-                    data = h11.Data(data=cast(bytes, view[at : at + _SEND_SLICE]))
+                if chunk:
+                    # Passed through h11 as it is: no copy of the body.
+                    data = h11.Data(data=chunk)
                     for part in connection.send_with_data_passthrough(data) or ():
                         await stream.send(part)
         except Exception as exc:
