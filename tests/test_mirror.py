@@ -236,10 +236,40 @@ async def test_as_a_forward_proxy_the_same_rules_apply(
             blob = await client.get(f"{registry.url}/v2/team/app/blobs/{digest}")
             ping = await client.get(f"{registry.url}/v2/")
             elsewhere = await client.get("http://elsewhere.example/v2/")
-        tunnel = await mirror.request("CONNECT", "/")
 
     assert blob.status_code == 200 and blob.content == data
     assert "x-dragonpy-task-id" in blob.headers  # through the swarm
     assert ping.status_code == 200
     assert elsewhere.status_code == 403
-    assert tunnel.status_code == 501
+
+
+async def test_connect_tunnels_to_served_registries_only(
+    tmp_path: Path, registry: Registry
+) -> None:
+    proxy_config = dragonpy.ProxyConfig(port=0, registries=(registry.url,))
+    async with running_mirror(tmp_path, proxy_config) as mirror:
+        port = int(str(mirror.base_url).rstrip("/").rsplit(":", 1)[1])
+        through = await _through_tunnel(port, registry.host)
+        refused = await _through_tunnel(port, "elsewhere.example:443")
+
+    assert through.startswith(b"HTTP/1.1 200")
+    # The registry itself answered, over the tunnel.
+    assert b"HTTP/1.1 200 OK" in through and b"registry/2.0" in through
+    assert refused.startswith(b"HTTP/1.1 403")
+
+
+async def _through_tunnel(port: int, authority: str) -> bytes:
+    """CONNECT to ``authority``, then a ``GET /v2/`` through the tunnel; all the
+    bytes that came back."""
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        connect = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+        get = f"GET /v2/ HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        await stream.send((connect + get).encode())
+        received = b""
+        with anyio.move_on_after(10):
+            try:
+                async for chunk in stream:
+                    received += chunk
+            except anyio.BrokenResourceError:
+                pass
+        return received

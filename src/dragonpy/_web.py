@@ -53,9 +53,13 @@ class Response:
     #: For a streamed body: its length when known (sent as Content-Length rather
     #: than chunked), and for any body, what a HEAD answer announces.
     length: int | None = None
+    #: For a 2xx answer to CONNECT: takes over the connection once the answer is
+    #: sent, with any bytes the client sent after its request.
+    tunnel: Tunnel | None = None
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+Tunnel = Callable[[anyio.abc.ByteStream, bytes], Awaitable[None]]
 
 
 def text(status: int, message: str) -> Response:
@@ -144,6 +148,9 @@ async def _serve_connection(stream: anyio.abc.ByteStream, handler: Handler) -> N
                 if request is None:
                     return
                 response = await _handle(handler, request)
+                if response.tunnel is not None and request.method == "CONNECT":
+                    await _open_tunnel(stream, connection, response)
+                    return
                 head = request.method == "HEAD"
                 await _send_response(stream, connection, response, head=head)
                 if connection.our_state is not h11.DONE:
@@ -284,6 +291,18 @@ async def _send_response(
                 with anyio.CancelScope(shield=True):
                     await aclose()
     await _send(stream, connection, h11.EndOfMessage())
+
+
+async def _open_tunnel(
+    stream: anyio.abc.ByteStream, connection: h11.Connection, response: Response
+) -> None:
+    """Answer a CONNECT, then let the tunnel have the connection."""
+    assert response.tunnel is not None
+    await _send(
+        stream, connection, h11.Response(status_code=response.status, headers=[])
+    )
+    leftover, _ = connection.trailing_data
+    await response.tunnel(stream, bytes(leftover))
 
 
 async def _send_error(

@@ -14,6 +14,7 @@ left, streamed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlencode, urlsplit
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 import attrs
 import httpx
@@ -64,6 +66,7 @@ _RANGE: Final = re.compile(r"bytes=(\d*)-(\d*)")
 _STREAM_CHUNK: Final = 4 * 1024 * 1024
 _ACCEPTED_FOR: Final = 60.0
 _ACCEPTED_MAX: Final = 10_000
+_CONNECT_TIMEOUT: Final = 10.0
 
 
 @attrs.frozen
@@ -115,11 +118,9 @@ class RegistryMirror:
         await self.http.aclose()
 
     async def __call__(self, request: Request) -> Response:
-        if request.method == "CONNECT":
-            return text(
-                501, "CONNECT tunnels are not served: use the mirror, or plain http://"
-            )
         try:
+            if request.method == "CONNECT":
+                return await self._connect(request.target)
             upstream = self._upstream(request)
             if self._is_task(request):
                 return await self._blob(request, upstream)
@@ -263,6 +264,38 @@ class RegistryMirror:
         self._accepted[key] = now + _ACCEPTED_FOR
         return True
 
+    # Tunnels
+
+    async def _connect(self, authority: str) -> Response:
+        """``CONNECT host:port``: a byte tunnel to a served registry, not looked
+        into (so HTTPS stays between the client and the registry)."""
+        host, _, port_text = authority.rpartition(":")
+        if not host or not port_text.isdigit():
+            raise BadProxyRequest(400, f"CONNECT needs host:port, not {authority!r}")
+        port = int(port_text)
+        if not self._serves(host, port):
+            raise BadProxyRequest(
+                403,
+                f"{authority} is not a registry this mirror serves; add it with "
+                "--registry (or allow any with --allow-any-registry)",
+            )
+        try:
+            with anyio.fail_after(_CONNECT_TIMEOUT):
+                upstream = await anyio.connect_tcp(host.strip("[]"), port)
+        except (OSError, TimeoutError) as exc:
+            return text(502, f"cannot reach {authority}: {exc}")
+        return Response(200, tunnel=functools.partial(_pipe_both, upstream))
+
+    def _serves(self, host: str, port: int) -> bool:
+        if self.config.allow_any_registry:
+            return True
+        for registry in self.registries:
+            parts = urlsplit(registry)
+            default = 443 if parts.scheme == "https" else 80
+            if (parts.hostname, parts.port or default) == (host.strip("[]"), port):
+                return True
+        return False
+
     # Everything else, as it is
 
     async def _pass_through(self, request: Request, upstream: str) -> Response:
@@ -292,6 +325,28 @@ class RegistryMirror:
             passed,
             int(length) if length and length.isdigit() else None,
         )
+
+
+async def _pipe_both(
+    upstream: anyio.abc.ByteStream, client: anyio.abc.ByteStream, leftover: bytes
+) -> None:
+    """Copy bytes both ways until either side closes."""
+    async with upstream, anyio.create_task_group() as group:
+
+        async def pipe(
+            source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream
+        ) -> None:
+            try:
+                async for chunk in source:
+                    await sink.send(chunk)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+            group.cancel_scope.cancel()
+
+        if leftover:
+            await upstream.send(leftover)
+        group.start_soon(pipe, client, upstream)
+        group.start_soon(pipe, upstream, client)
 
 
 def _read(store: PieceStore, task_id: str, number: int, low: int, high: int) -> bytes:
