@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -273,3 +275,35 @@ async def _through_tunnel(port: int, authority: str) -> bytes:
             except anyio.BrokenResourceError:
                 pass
         return received
+
+
+async def test_token_requests_sent_to_the_mirror_reach_their_realm(
+    tmp_path: Path,
+) -> None:
+    """Older nydusd sends its token requests to the mirror's host: the mirror
+    forwards them to the realm a served registry's challenge named."""
+    with run_registry(tmp_path, auth="token") as private:
+        assert private.tokens is not None
+        digest = private.push_blob("team/app", b"layer behind a token")
+        proxy = dragonpy.ProxyConfig(port=0, registries=(private.url,))
+        async with running_mirror(tmp_path, proxy) as mirror:
+            path = f"/v2/team/app/blobs/{digest}"
+            challenged = await mirror.get(path)
+            # As nydusd does: the realm's path and the challenge's parameters,
+            # sent to the mirror's host.
+            challenge = dict(
+                re.findall(r'(\w+)="([^"]*)"', challenged.headers["www-authenticate"])
+            )
+            token = await mirror.get(
+                urlsplit(challenge["realm"]).path,
+                params={"scope": challenge["scope"], "service": challenge["service"]},
+                auth=(USERNAME, PASSWORD),
+            )
+            blob = await mirror.get(
+                path, headers={"Authorization": f"Bearer {token.json()['token']}"}
+            )
+
+    assert challenged.status_code == 401
+    assert token.status_code == 200
+    assert private.tokens.token_requests >= 1
+    assert blob.status_code == 200 and blob.content == b"layer behind a token"

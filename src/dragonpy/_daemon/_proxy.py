@@ -63,6 +63,7 @@ _HOP_BY_HOP: Final = frozenset(
     }
 )
 _RANGE: Final = re.compile(r"bytes=(\d*)-(\d*)")
+_REALM: Final = re.compile(r'realm="([^"]+)"')
 _STREAM_CHUNK: Final = 4 * 1024 * 1024
 _ACCEPTED_FOR: Final = 60.0
 _ACCEPTED_MAX: Final = 10_000
@@ -113,6 +114,9 @@ class RegistryMirror:
         self.http = httpx.AsyncClient(follow_redirects=True, timeout=30.0)
         # (blob URL, digest of the Authorization header) -> accepted until then.
         self._accepted: dict[tuple[str, str], float] = {}
+        # Token endpoints named by served registries' challenges, by path: older
+        # nydusd sends its token requests to the mirror, which forwards them.
+        self._realms: dict[str, str] = {}
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -121,6 +125,9 @@ class RegistryMirror:
         try:
             if request.method == "CONNECT":
                 return await self._connect(request.target)
+            realm = self._realms.get(request.path)
+            if realm is not None:
+                return await self._pass_through(request, realm)
             upstream = self._upstream(request)
             if self._is_task(request):
                 return await self._blob(request, upstream)
@@ -264,6 +271,16 @@ class RegistryMirror:
         self._accepted[key] = now + _ACCEPTED_FOR
         return True
 
+    def _remember_realm(self, challenge: str) -> None:
+        match = _REALM.search(challenge)
+        if match is None:
+            return
+        realm = urlsplit(match[1])
+        # Registry API paths stay the registry's, whatever a challenge says.
+        usable = realm.scheme in ("http", "https") and realm.netloc and realm.path
+        if usable and not realm.path.startswith("/v2/"):
+            self._realms[realm.path] = f"{realm.scheme}://{realm.netloc}"
+
     # Tunnels
 
     async def _connect(self, authority: str) -> Response:
@@ -312,6 +329,8 @@ class RegistryMirror:
             answer = await self.http.send(outgoing, stream=True)
         except httpx.HTTPError as exc:
             return text(502, f"upstream {upstream} did not answer: {exc!r}")
+        if answer.status_code == 401:
+            self._remember_realm(answer.headers.get("www-authenticate", ""))
         passed = tuple(
             (name, value)
             for name, value in answer.headers.items()
