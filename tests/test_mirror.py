@@ -103,6 +103,109 @@ async def test_a_range_gets_exactly_its_bytes(
     assert several.status_code == 200 and several.content == data
 
 
+async def test_a_range_read_brings_only_the_pieces_covering_it(
+    mirror: httpx.AsyncClient, registry: Registry, layer: tuple[str, bytes]
+) -> None:
+    digest, data = layer
+    path = f"/v2/team/app/blobs/{digest}"
+    piece = dragonpy.piece_length_for(len(data))
+
+    cold = await mirror.get(path, headers={"Range": "bytes=100-199"})
+    sent = registry.blob_bytes(digest)
+    warm = await mirror.get(path, headers={"Range": "bytes=1000-1099"})
+    whole = await mirror.get(path)
+
+    assert cold.content == data[100:200] and warm.content == data[1000:1100]
+    assert cold.headers["x-dragonpy-source"] == "origin"
+    assert warm.headers["x-dragonpy-source"] == "local"
+    assert sent == piece + 1  # its piece and a 1-byte probe
+    assert whole.content == data
+    rest = len(data) - piece
+    assert registry.blob_bytes(digest) - sent == rest + 1  # and a probe
+
+
+async def _wait_for_bytes(registry: Registry, digest: str, count: int) -> None:
+    with anyio.fail_after(20):
+        while registry.blob_bytes(digest) < count:
+            await anyio.sleep(0.05)
+
+
+async def test_prefetch_brings_the_rest_of_the_blob_once(
+    mirror: httpx.AsyncClient, registry: Registry, layer: tuple[str, bytes]
+) -> None:
+    digest, data = layer
+    path = f"/v2/team/app/blobs/{digest}"
+    prefetch = {"Range": "bytes=100-199", "X-Dragonfly-Prefetch": "true"}
+
+    ranged = await mirror.get(path, headers=prefetch)
+    again = await mirror.get(path, headers=prefetch)
+    await _wait_for_bytes(registry, digest, len(data) + 1)  # nobody else asks
+    whole = await mirror.get(path)
+
+    assert ranged.status_code == 206 and ranged.content == data[100:200]
+    assert again.content == data[100:200]
+    assert whole.content == data
+    assert whole.headers["x-dragonpy-source"] == "local"
+    assert registry.blob_bytes(digest) == len(data) + 1
+
+
+async def test_the_prefetch_header_overrides_the_setting(
+    tmp_path: Path, registry: Registry, layer: tuple[str, bytes]
+) -> None:
+    digest, data = layer
+    path = f"/v2/team/app/blobs/{digest}"
+    piece = dragonpy.piece_length_for(len(data))
+    proxy = dragonpy.ProxyConfig(port=0, registries=(registry.url,), prefetch=True)
+    async with running_mirror(tmp_path, proxy) as mirror:
+        declined = {"Range": "bytes=0-9", "X-Dragonfly-Prefetch": "false"}
+        first = await mirror.get(path, headers=declined)
+        assert registry.blob_bytes(digest) == piece + 1
+        second = await mirror.get(path, headers={"Range": f"bytes={piece}-"})
+        await _wait_for_bytes(registry, digest, len(data) + 1)
+
+    assert first.content == data[:10]
+    assert second.content == data[piece:]
+
+
+async def test_priority_1_keeps_the_request_off_the_swarm(
+    mirror: httpx.AsyncClient, registry: Registry, layer: tuple[str, bytes]
+) -> None:
+    digest, data = layer
+    path = f"/v2/team/app/blobs/{digest}"
+
+    direct = await mirror.get(path, headers={"X-Dragonfly-Priority": "1"})
+    sent = registry.blob_bytes(digest)
+    swarm = await mirror.get(path, headers={"X-Dragonfly-Priority": "6"})
+
+    assert direct.content == data
+    assert "x-dragonpy-task-id" not in direct.headers
+    assert sent == len(data)  # no probe, no pieces: the registry's own answer
+    assert swarm.headers["x-dragonpy-task-id"] == digest.removeprefix("sha256:")
+
+
+async def test_priority_2_without_peers_is_answered_by_the_upstream(
+    mirror: httpx.AsyncClient, layer: tuple[str, bytes]
+) -> None:
+    digest, data = layer
+    path = f"/v2/team/app/blobs/{digest}"
+
+    answer = await mirror.get(path, headers={"X-Dragonfly-Priority": "2"})
+
+    assert answer.status_code == 200 and answer.content == data
+    assert "x-dragonpy-task-id" not in answer.headers
+
+
+@pytest.mark.parametrize("value", ["9", "high", "-1"])
+async def test_an_impossible_priority_is_refused(
+    mirror: httpx.AsyncClient, layer: tuple[str, bytes], value: str
+) -> None:
+    digest, _ = layer
+    path = f"/v2/team/app/blobs/{digest}"
+    answer = await mirror.get(path, headers={"X-Dragonfly-Priority": value})
+    assert answer.status_code == 400
+    assert "send 0 to 6" in answer.text
+
+
 async def test_manifests_and_pings_pass_through(
     mirror: httpx.AsyncClient, registry: Registry
 ) -> None:
@@ -223,8 +326,9 @@ async def test_a_nydus_style_reader_gets_every_byte(
             group.start_soon(limited, offset)
 
     assert head.status_code == 200 and size == len(data)
-    # Concurrent reads of one blob share one download of it.
-    assert registry.blob_bytes(digest) == len(data) + 1
+    # Every piece left the registry once; each download that went there began
+    # with a 1-byte probe.
+    assert registry.blob_bytes(digest) - len(data) in range(1, 4)
 
 
 async def test_as_a_forward_proxy_the_same_rules_apply(

@@ -41,6 +41,7 @@ from dragonpy._scheduler._messages import (
     PeerView,
     PieceInfo,
     PieceReport,
+    Priority,
     ReportedPiece,
     Role,
     SeedTrigger,
@@ -427,6 +428,95 @@ def test_a_finished_child_holds_everything_and_keeps_serving(
     view = scheduler.register_peer(registration("p2", "h2"))
     info = {parent.peer_id: parent.pieces for parent in view.parents}
     assert info == {"p0": [0, 1, 2, 3], "p1": [0, 1, 2, 3]}
+
+
+def test_a_range_reader_done_serves_its_pieces_and_a_peer_takes_over(
+    scheduler: Scheduler,
+) -> None:
+    announce(scheduler, "h0", "h1", "h2")
+    scheduler.register_peer(registration("p0", "h0", wanted=[1], **lengths()))
+    scheduler.register_peer(registration("p1", "h1"))
+    scheduler.report("p0", pieces(1))
+
+    scheduler.finish("p0", PeerFinished(True, partial=True))
+
+    assert scheduler.view("p1").role is Role.FETCHER  # p1 still wants it all
+    view = scheduler.register_peer(registration("p2", "h2"))
+    info = {parent.peer_id: parent.pieces for parent in view.parents}
+    assert info["p0"] == [1]  # a parent of what it holds, not of everything
+    assert scheduler.view("p0").role is Role.CHILD
+
+
+def test_a_range_read_joining_tells_the_fetcher_in_a_report(
+    scheduler: Scheduler,
+) -> None:
+    start_task(scheduler, "p1")
+    assert scheduler.view("p0").demanded == []
+    before = scheduler.version("p0")
+
+    scheduler.report("p1", PieceReport(wanted=[2, 0]))
+
+    assert scheduler.version("p0") > before
+    assert scheduler.view("p0").demanded == [0, 2]
+    with pytest.raises(SchedulerError, match="wanted piece 9 is out of range"):
+        scheduler.report("p1", PieceReport(wanted=[9]))
+
+
+def test_a_later_download_on_the_host_replaces_its_done_peer(
+    scheduler: Scheduler,
+) -> None:
+    start_task(scheduler, "p1", origin_pieces=(0, 1, 2, 3))
+    scheduler.finish("p1", PeerFinished(True, partial=True))
+
+    scheduler.register_peer(registration("p1b", "h1", replaces="p1"))
+
+    with pytest.raises(UnknownPeer):
+        scheduler.view("p1")
+    assert scheduler.view("p1b").role is Role.CHILD
+
+
+def test_only_the_same_host_may_replace_a_peer(scheduler: Scheduler) -> None:
+    start_task(scheduler, "p1", origin_pieces=(0,))
+    announce(scheduler, "h2")
+    scheduler.register_peer(registration("p2", "h2", replaces="p1"))
+    assert scheduler.view("p1").role is Role.CHILD
+
+
+def test_peers_only_is_refused_while_nobody_has_the_task(
+    scheduler: Scheduler,
+) -> None:
+    announce(scheduler, "h1", "h2")
+    with pytest.raises(SchedulerError, match="priority 2 takes pieces from peers"):
+        scheduler.register_peer(registration("p1", "h1", priority=Priority.PEERS_ONLY))
+    scheduler.register_peer(registration("p1", "h1"))
+
+    view = scheduler.register_peer(
+        registration("p2", "h2", priority=Priority.PEERS_ONLY)
+    )
+
+    assert view.role is Role.CHILD
+    assert parents_of(view) == ["p1"]
+
+
+def test_a_peers_only_peer_is_never_made_the_fetcher(scheduler: Scheduler) -> None:
+    announce(scheduler, "h0", "h1")
+    scheduler.register_peer(registration("p0", "h0", **lengths()))
+    scheduler.register_peer(registration("p1", "h1", priority=Priority.PEERS_ONLY))
+    scheduler.leave_peer("p0")
+    assert scheduler.view("p1").role is Role.CHILD
+    assert scheduler.statistics()["fetchers"] == 0
+
+
+def test_own_origin_fetches_without_asking_a_seed(
+    scheduler: Scheduler, calls: Calls
+) -> None:
+    announce(scheduler, "h1")
+    announce(scheduler, "s1", seed=True)
+    view = scheduler.register_peer(
+        registration("p1", "h1", priority=Priority.OWN_ORIGIN)
+    )
+    assert view.role is Role.FETCHER
+    assert calls.triggers == []
 
 
 # Parents

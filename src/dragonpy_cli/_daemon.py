@@ -92,6 +92,11 @@ from ._serve import configure_logging, log_level_option, run_until_signalled
     show_default=True,
     help="Seconds a blob answer may wait for its next piece before it is cut off.",
 )
+@click.option(
+    "--prefetch",
+    is_flag=True,
+    help="After a range read, bring the rest of the blob into the store too.",
+)
 @click.option("--idc", default="", help="Data center, for affinity.")
 @click.option("--location", default="", help="country|region|city|zone|rack.")
 @click.option(
@@ -130,6 +135,7 @@ def daemon(
     allow_any_registry: bool,
     rules: tuple[str, ...],
     proxy_stall_timeout: float,
+    prefetch: bool,
     idc: str,
     location: str,
     piece_timeout: float,
@@ -164,6 +170,7 @@ def daemon(
                 allow_any_registry=allow_any_registry,
                 rules=rules or DEFAULT_RULES,
                 stall_timeout=proxy_stall_timeout,
+                prefetch=prefetch,
             ),
             store_policy=StorePolicy(capacity=parse_size(store_capacity)),
             piece_timeout=piece_timeout,

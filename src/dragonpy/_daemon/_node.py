@@ -29,6 +29,7 @@ from .._scheduler import (
     HostAnnounce,
     PeerFinished,
     PeerRegister,
+    Priority,
     SchedulerClient,
     SchedulerForgot,
     SchedulerRefused,
@@ -187,40 +188,63 @@ class Daemon:
         headers: dict[str, str] | None = None,
         first: tuple[int, int] | None = None,
     ) -> SwarmResult:
-        """Download a task into the store; joins a download of it already running."""
-        running = self._start(request, headers, first)
+        """Download a task into the store, the bytes of ``first`` before the others;
+        joins a download of it already running."""
+        running = await self._start(
+            request, headers, first, whole=True, priority=Priority.DEFAULT
+        )
         await running.done.wait()
         if running.error is not None:
             raise running.error
         assert running.result is not None
         return running.result
 
-    def open_download(
+    async def open_download(
         self,
         request: Download,
         *,
         headers: dict[str, str] | None = None,
-        first: tuple[int, int] | None = None,
+        wanted: tuple[int, int] | None = None,
+        whole: bool = True,
+        priority: Priority = Priority.DEFAULT,
     ) -> SwarmDownload:
         """The download of a task, started unless it runs already, to follow its
-        pieces as they land (``wait_for_task``, ``wait_for_piece``). It goes on in
-        the background when nobody follows it any more: what was asked for once is
+        pieces as they land (``wait_for_task``, ``wait_for_piece``): the whole task,
+        or only the bytes of ``wanted`` when ``whole`` is false. It goes on in the
+        background when nobody follows it any more: what was asked for once is
         worth keeping."""
-        return self._start(request, headers, first).swarm
+        running = await self._start(
+            request, headers, wanted, whole=whole, priority=priority
+        )
+        return running.swarm
 
-    def _start(
+    async def _start(
         self,
         request: Download,
         headers: dict[str, str] | None,
-        first: tuple[int, int] | None,
+        wanted: tuple[int, int] | None,
+        *,
+        whole: bool,
+        priority: Priority,
     ) -> _Running:
-        running = self._running.get(request.task_id)
-        if running is None:
-            if self._group is None:
-                raise RuntimeError("the daemon is not running: start Daemon.run first")
-            swarm = SwarmDownload(self, request, headers=headers, first=first)
-            running = self._running[request.task_id] = _Running(swarm)
-            self._group.start_soon(self._finish_download, running)
+        while (running := self._running.get(request.task_id)) is not None:
+            if running.swarm.want(wanted, whole=whole):
+                return running
+            await running.done.wait()  # it is ending: the next one starts afresh
+        if self._group is None:
+            raise RuntimeError("the daemon is not running: start Daemon.run first")
+        earlier = self.finished.get(request.task_id)
+        swarm = SwarmDownload(
+            self,
+            request,
+            headers=headers,
+            wanted=wanted,
+            whole=whole,
+            priority=priority,
+            replaces=None if earlier is None else earlier.peer_id,
+        )
+        running = self._running[request.task_id] = _Running(swarm)
+        self._group.start_soon(self._finish_download, running)
         return running
 
     async def _finish_download(self, running: _Running) -> None:

@@ -7,9 +7,11 @@ else the daemon's default registry; only registries the operator configured are
 served, unless any is allowed. A request whose path matches a rule (default
 ``blobs/sha256.*``), or that carries ``X-Dragonfly-Use-P2P: true``, is a task:
 the daemon downloads the blob through the swarm and streams it to the client piece
-by piece, as the pieces land. Everything else (``/v2/`` pings, manifests, tags,
-token endpoints) goes to the upstream as it came, and its answer comes back as it
-left, streamed.
+by piece, as the pieces land. A range read brings only the pieces that cover it,
+unless prefetch is on (``--prefetch``, or ``X-Dragonfly-Prefetch: true``): then
+the rest of the blob follows, after those pieces. Everything else (``/v2/`` pings,
+manifests, tags, token endpoints) goes to the upstream as it came, and its answer
+comes back as it left, streamed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .._backends._oci import is_loopback
 from .._download import Download
 from .._errors import DragonpyError, StoreError
 from .._pieces import pieces_covering
+from .._scheduler import Priority
 from .._storage import PieceStore
 from .._task import Task
 from .._web import Request, Response, text
@@ -45,7 +48,10 @@ logger = logging.getLogger("dragonpy.proxy")
 
 REGISTRY_HEADER: Final = "x-dragonfly-registry"
 USE_P2P_HEADER: Final = "x-dragonfly-use-p2p"
+PREFETCH_HEADER: Final = "x-dragonfly-prefetch"
+PRIORITY_HEADER: Final = "x-dragonfly-priority"
 TASK_HEADER: Final = "X-Dragonpy-Task-Id"
+SOURCE_HEADER: Final = "X-Dragonpy-Source"
 DEFAULT_RULES: Final = (r"blobs/sha256.*",)
 # Headers that describe one connection, not the message: never forwarded.
 _HOP_BY_HOP: Final = frozenset(
@@ -85,6 +91,9 @@ class ProxyConfig:
     #: Seconds a blob answer may wait for its next piece; then the connection
     #: closes, so the client falls back to the registry.
     stall_timeout: float = 30.0
+    #: After a range read, bring the rest of the blob too (``X-Dragonfly-Prefetch``
+    #: decides per request).
+    prefetch: bool = False
 
     def __attrs_post_init__(self) -> None:
         for rule in self.rules:
@@ -164,6 +173,12 @@ class RegistryMirror:
             )
         return upstream
 
+    def _prefetch(self, request: Request) -> bool:
+        asked = request.headers.get(PREFETCH_HEADER)
+        if asked is None:
+            return self.config.prefetch
+        return asked.lower() == "true"
+
     def _is_task(self, request: Request) -> bool:
         if request.method != "GET":
             return False
@@ -180,6 +195,9 @@ class RegistryMirror:
             for name, value in request.headers.items()
             if name == "authorization"
         }
+        priority = _priority(request.headers.get(PRIORITY_HEADER))
+        if priority is Priority.FORBIDDEN:
+            return await self._pass_through(request, upstream)
         if self.config.auth_check and not await self._upstream_allows(url, headers):
             return await self._pass_through(request, upstream)
         wanted = _parse_range(request.headers.get("range"))
@@ -190,7 +208,13 @@ class RegistryMirror:
         if held is not None and held.complete:
             record = held
         else:
-            swarm = self.daemon.open_download(task, headers=headers, first=wanted)
+            swarm = await self.daemon.open_download(
+                task,
+                headers=headers,
+                wanted=wanted,
+                whole=wanted is None or self._prefetch(request),
+                priority=priority,
+            )
             try:
                 record = await swarm.wait_for_task()
             except DragonpyError as exc:
@@ -199,7 +223,8 @@ class RegistryMirror:
                 logger.info("%s through the swarm failed (%s); passing it", url, exc)
                 return await self._pass_through(request, upstream)
         length = record.content_length
-        extra = ((TASK_HEADER, record.id),)
+        source = "local" if swarm is None else swarm.source(wanted)
+        extra = ((TASK_HEADER, record.id), (SOURCE_HEADER, source))
         if swarm is None:
             served = (
                 length if wanted is None else min(wanted[1] + 1, length) - wanted[0]
@@ -382,6 +407,19 @@ async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         await answer.aclose()
+
+
+def _priority(header: str | None) -> Priority:
+    if header is None:
+        return Priority.DEFAULT
+    try:
+        return Priority(int(header))
+    except ValueError:
+        raise BadProxyRequest(
+            400,
+            f"X-Dragonfly-Priority: {header[:40]!r} is not a priority; send 0 to 6 "
+            "(1: no P2P, 2: peers only, 3: fetch from the origin without a seed)",
+        ) from None
 
 
 def _parse_range(header: str | None) -> tuple[int, int] | None:

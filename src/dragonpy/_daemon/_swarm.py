@@ -13,6 +13,11 @@ the scheduler lists. The peer registers, then runs three kinds of jobs at once:
 - a *reporter* sends stored pieces and parent failures to the scheduler, as many as
   piled up while the previous report was on its way.
 
+A download wants the whole task, or only the pieces covering some byte ranges (a
+range read without prefetch); ranges and the whole task can be added while it runs,
+and the pieces of ranges come first. A download of ranges ends once it holds them:
+the peer then serves those pieces, and leaves the fetching to others.
+
 A parent that fails is blocked for this download and reported; the scheduler
 replaces it. When the scheduler cannot be reached the download goes on with the
 view it has, re-registers once the scheduler is back, and after ``fallback_after``
@@ -54,6 +59,7 @@ from .._scheduler import (
     PeerView,
     PieceInfo,
     PieceReport,
+    Priority,
     ReportedPiece,
     Role,
     SchedulerForgot,
@@ -98,7 +104,8 @@ class _Job:
 
 
 class SwarmDownload:
-    """Downloads ``request`` into the node's store through the swarm."""
+    """Downloads ``request`` into the node's store through the swarm: the whole
+    task, or only the bytes of ``wanted`` when ``whole`` is false."""
 
     def __init__(
         self,
@@ -106,7 +113,10 @@ class SwarmDownload:
         request: Download,
         *,
         headers: dict[str, str] | None = None,
-        first: tuple[int, int] | None = None,
+        wanted: tuple[int, int] | None = None,
+        whole: bool = True,
+        priority: Priority = Priority.DEFAULT,
+        replaces: str | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.node = node
@@ -119,9 +129,17 @@ class SwarmDownload:
         self.backends = (
             Backends(BackendOptions(headers=self.headers)) if headers else node.backends
         )
-        #: Bytes (start, end inclusive) to fetch before the others: a range read.
-        self.first = first
+        #: Byte ranges (start, end inclusive) wanted, whose pieces are not known yet.
+        self.ranges: list[tuple[int, int]] = [] if wanted is None else [wanted]
+        #: Pieces to fetch before the others, in order: those of the ranges.
         self.wanted: list[int] = []
+        self.whole = whole
+        self.priority = priority
+        #: This host's earlier peer of the task, done, whose place this one takes.
+        self.replaces = replaces
+        #: Set once the download holds what it wanted: it takes no more wants.
+        self.closing = False
+        self._wanted_changed = False
         self.on_progress = on_progress
         self.peer_id = peer_id(node.host.ip, node.host.hostname, seed=node.host.seed)
 
@@ -159,9 +177,11 @@ class SwarmDownload:
         self.node.metrics.tasks_running.inc()
         try:
             await self._load_held()
-            if not self._complete():
+            self._map_ranges()
+            if not self._done():
                 await self._register()
                 await self._download()
+            self.closing = True
             await self._finish()
         except BaseException as exc:
             self.failure = exc
@@ -188,6 +208,38 @@ class SwarmDownload:
         )
 
     # Following it
+
+    def want(self, wanted: tuple[int, int] | None, *, whole: bool) -> bool:
+        """Add a byte range to fetch first, and the whole task if ``whole``; False
+        when the download is ending and a new one must be started instead."""
+        if self.closing:
+            return False
+        self.whole = self.whole or whole
+        if wanted is not None:
+            self.ranges.append(wanted)
+            self._map_ranges()
+        self._wake()
+        return True
+
+    def source(self, wanted: tuple[int, int] | None) -> str:
+        """Where the bytes of ``wanted`` (or all) come from, as far as is known
+        now: ``local`` when they are stored, else ``origin`` for the fetcher, else
+        ``seed`` when a seed is among the parents, else ``peer``."""
+        record = self.record
+        if record is not None:
+            start, end = (0, record.content_length - 1) if wanted is None else wanted
+            last = min(end, record.content_length - 1)
+            if start > last:
+                return "local"  # nothing to send
+            numbers = pieces_covering(
+                record.content_length, record.piece_length, start, last
+            )
+            if all(number in self.held for number in numbers):
+                return "local"
+        if self._role() is Role.FETCHER:
+            return "origin"
+        parents = [] if self.view is None else self.view.parents
+        return "seed" if any(parent.seed for parent in parents) else "peer"
 
     async def wait_for_task(self) -> Task:
         """The task's record, once its length is known."""
@@ -255,6 +307,8 @@ class SwarmDownload:
             held=[PieceInfo(n, digest) for n, digest in sorted(self.held.items())],
             resumed=resumed,
             was_fetcher=resumed and self._role() is Role.FETCHER,
+            priority=self.priority,
+            replaces=None if resumed else self.replaces,
         )
 
     async def _download(self) -> None:
@@ -263,9 +317,13 @@ class SwarmDownload:
                 if self.node.scheduler is not None and self.view is not None:
                     group.start_soon(self._watch)
                     group.start_soon(self._report_forever)
-                async with anyio.create_task_group() as workers:
-                    for _ in range(self.node.config.concurrency):
-                        workers.start_soon(self._work)
+                # Wants may arrive as the last worker leaves: workers start again
+                # until, with nothing awaited in between, the download is done.
+                while not self._done():
+                    async with anyio.create_task_group() as workers:
+                        for _ in range(self.node.config.concurrency):
+                            workers.start_soon(self._work)
+                self.closing = True
                 await self._flush_reports()
                 group.cancel_scope.cancel()
         except* DragonpyError as errors:
@@ -276,18 +334,19 @@ class SwarmDownload:
         record = await anyio.to_thread.run_sync(self.store.get_task, self.task_id)
         if record is None:
             raise StoreError(f"task {self.task_id} left the store mid-download")
-        await verify_content(self.store, record, self.request.expected_digest)
-        if not record.complete:
-            await anyio.to_thread.run_sync(self.store.mark_complete, self.task_id)
+        if self._complete():
+            await verify_content(self.store, record, self.request.expected_digest)
+            if not record.complete:
+                await anyio.to_thread.run_sync(self.store.mark_complete, self.task_id)
         await anyio.to_thread.run_sync(self.store.touch, self.task_id)
-        await self._tell_finished(PeerFinished(True))
+        await self._tell_finished(PeerFinished(True, partial=not self._complete()))
         if self.node.scheduler is not None:
             self.node.finished[self.task_id] = self._registration()
 
     # Workers
 
     async def _work(self) -> None:
-        while not self._complete():
+        while not self._done():
             job = await self._next_job()
             if job is None:
                 return
@@ -306,7 +365,7 @@ class SwarmDownload:
     async def _next_job(self) -> _Job | None:
         """The next piece to fetch, waiting for news when none can be had yet."""
         while True:
-            if self._complete():
+            if self._done():
                 return None
             changed = self._changed
             if self.record is None and self._role() is Role.FETCHER:
@@ -356,11 +415,12 @@ class SwarmDownload:
         return None
 
     def _order(self, count: int) -> list[int]:
-        """Missing pieces not being fetched: wanted, then demanded, then the rest."""
+        """Missing pieces not being fetched: wanted, then demanded, then the rest
+        when the whole task is wanted."""
         first = [*self.wanted]
         if self.view is not None and self.view.role is Role.FETCHER:
             first += self.view.demanded
-        rest = range(count)
+        rest = range(count) if self.whole else range(0)
         seen: set[int] = set()
         order = []
         for number in [*first, *rest]:
@@ -449,7 +509,7 @@ class SwarmDownload:
         """One streamed body for origins that ignore ``Range``: every missing piece
         is stored as it passes by."""
         async with self._whole_lock:
-            if self._complete():
+            if self._done():
                 return
             assert self.record is not None
             backend = self.backends.for_url(self.request.url)
@@ -549,33 +609,27 @@ class SwarmDownload:
         await anyio.to_thread.run_sync(self.store.make_room, content_length)
         await anyio.to_thread.run_sync(self.store.reserve, content_length)
         self.record = record
-        await self._want_first_bytes()
+        self._map_ranges()
         self._report_ready.set()  # the scheduler learns the lengths from the fetcher
         self._wake()
 
-    async def _want_first_bytes(self) -> None:
-        """Once the pieces are known, ask for those of the wanted range first: the
-        scheduler puts them ahead in the fetcher's queue."""
+    def _map_ranges(self) -> None:
+        """Once the pieces are known, turn wanted byte ranges into wanted pieces; the
+        next report tells the scheduler, which puts them ahead in the fetcher's
+        queue. A range past the end wants nothing."""
         record = self.record
-        if self.first is None or record is None or self.wanted:
+        if record is None or not self.ranges:
             return
-        start, end = self.first
-        last = min(end, record.content_length - 1)
-        if not 0 <= start <= last:
-            return
-        numbers = pieces_covering(
-            record.content_length, record.piece_length, start, last
-        )
-        self.wanted = list(numbers)
-        scheduler = self.node.scheduler
-        if scheduler is None or self.view is None or self._role() is Role.FETCHER:
-            return
-        try:
-            view = await scheduler.register(self._registration())
-        except (SchedulerUnreachable, SchedulerRefused) as exc:
-            logger.info("could not ask for %s first: %s", self.first, exc)
-            return
-        self._set_view(view, fresh=True)
+        for start, end in self.ranges:
+            last = min(end, record.content_length - 1)
+            if 0 <= start <= last:
+                numbers = pieces_covering(
+                    record.content_length, record.piece_length, start, last
+                )
+                self.wanted += [n for n in numbers if n not in self.wanted]
+        self.ranges.clear()
+        self._wanted_changed = True
+        self._report_ready.set()
 
     # The scheduler
 
@@ -651,6 +705,8 @@ class SwarmDownload:
         return self._scheduler_lost_at + self.node.config.fallback_after
 
     def _go_to_origin(self, reason: str, *, loudly: bool) -> None:
+        if self.priority is Priority.PEERS_ONLY:
+            raise TaskFailed(f"{reason}, and priority 2 takes pieces from peers only")
         self.origin_allowed = True
         if loudly:
             self.node.metrics.back_to_source.labels("scheduler_unreachable").inc()
@@ -697,7 +753,8 @@ class SwarmDownload:
             and not self._lengths_reported
             and self._role() is Role.FETCHER
         )
-        if not (self._reports or self._failures or lengths):
+        wanted = self._wanted_changed
+        if not (self._reports or self._failures or lengths or wanted):
             return None
         report = PieceReport(
             pieces=self._reports,
@@ -706,9 +763,11 @@ class SwarmDownload:
             if lengths and self.record
             else None,
             piece_length=self.record.piece_length if lengths and self.record else None,
+            wanted=list(self.wanted) if wanted else None,
         )
         self._reports, self._failures = [], []
         self._lengths_reported = self._lengths_reported or lengths
+        self._wanted_changed = False
         return report
 
     async def _tell_finished(self, finished: PeerFinished) -> None:
@@ -736,6 +795,16 @@ class SwarmDownload:
         self._role()  # raises when the task failed for the swarm
         record = self.record
         return record is not None and len(self.held) == record.piece_count
+
+    def _done(self) -> bool:
+        """Whether the download holds all it wants."""
+        if self.whole or self._complete():
+            return self._complete()
+        return (
+            self.record is not None
+            and not self.ranges
+            and all(number in self.held for number in self.wanted)
+        )
 
     def _piece(self, number: int) -> Piece:
         assert self.record is not None

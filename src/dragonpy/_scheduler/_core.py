@@ -32,6 +32,7 @@ from ._messages import (
     PeerRegister,
     PeerView,
     PieceReport,
+    Priority,
     ReportedPiece,
     Role,
     SeedTrigger,
@@ -206,6 +207,16 @@ class Scheduler:
             task = Task(request)
         check_registration(task, request)
 
+        if request.priority is Priority.PEERS_ONLY and self._needs_fetcher(task):
+            raise SchedulerError(
+                f"task {task.id}: no peer holds, fetches or seeds it, and priority 2 "
+                "takes pieces from peers only"
+            )
+
+        replaced = self._peers.get(request.replaces or "")
+        if replaced is not None and replaced.host is host and replaced.task is task:
+            self._drop_peer(replaced)
+
         held = mask_of([piece.number for piece in request.held])
         previous = self._peers.get(request.peer_id)
         kept_fetcher = False
@@ -243,6 +254,9 @@ class Scheduler:
         self._touch_peer(peer)
         if task.set_lengths(report.content_length, report.piece_length):
             self._change(task)
+        if report.wanted is not None:
+            peer.wanted = list(report.wanted)
+            self._change(task)
         self._take_pieces(peer, report.pieces)
         gone = [
             host
@@ -256,14 +270,17 @@ class Scheduler:
     def finish(self, peer_id: str, finished: PeerFinished) -> None:
         """The peer's download ended.
 
-        A success leaves the peer as a parent holding the whole task. The fetcher's
+        A success leaves the peer as a parent holding the whole task; a partial one
+        (a range read) as a parent of the pieces it holds. The fetcher's
         failure at the origin (a reason starting with ``origin:``) fails the task for
         every peer; any other failure concerns the peer alone, which leaves.
         """
         peer = self._peer(peer_id)
         task = peer.task
         self._touch_peer(peer)
-        if finished.success:
+        if finished.success and finished.partial:
+            self._retire(peer)
+        elif finished.success:
             self._complete(peer)
         elif peer is task.fetcher and finished.reason.startswith("origin:"):
             self._fail(task, finished.reason)
@@ -369,6 +386,7 @@ class Scheduler:
         self._last_seq += 1
         peer = Peer(request.peer_id, task, host, self._last_seq, self._clock())
         peer.wanted = list(request.wanted)
+        peer.peers_only = request.priority is Priority.PEERS_ONLY
         task.add_holdings(peer.hold(held))
         task.peers[peer.id] = peer
         host.peers[peer.id] = peer
@@ -454,7 +472,11 @@ class Scheduler:
             self._set_fetcher(task, peer)
         elif task.seed_host_id is not None or task.grace_wait:
             pass  # a seed, or the fetcher from before a restart, is expected
-        elif not task.seed_triggered and self._seeds:
+        elif (
+            not task.seed_triggered
+            and self._seeds
+            and request.priority is not Priority.OWN_ORIGIN
+        ):
             self._trigger(task, self._seed_for(task))
         else:
             self._set_fetcher(task, peer)
@@ -507,9 +529,13 @@ class Scheduler:
             self._settle(task)
 
     def _promote(self, task: Task) -> None:
-        """Make the best unfinished peer the fetcher: a seed first, then the one
-        holding the most pieces, then the first registered."""
-        unfinished = [peer for peer in task.peers.values() if not peer.finished]
+        """Make the best unfinished peer that may go to the origin the fetcher: a
+        seed first, then the one holding the most pieces, then the first registered."""
+        unfinished = [
+            peer
+            for peer in task.peers.values()
+            if not peer.finished and not peer.peers_only
+        ]
         if unfinished:
             best = max(unfinished, key=_fetcher_rank)
             logger.info("task %s: peer %s takes over as fetcher", task.id, best.id)
@@ -529,9 +555,14 @@ class Scheduler:
         self._change(task)
 
     def _complete(self, peer: Peer) -> None:
+        peer.task.add_holdings(peer.hold(peer.task.all_pieces))
+        self._retire(peer)
+
+    def _retire(self, peer: Peer) -> None:
+        """The peer downloads no more: it serves what it holds for as long as its
+        host lives, and its place as the fetcher, if it was, goes to another."""
         task = peer.task
         peer.finished = True
-        task.add_holdings(peer.hold(task.all_pieces))
         peer.drop_parents()
         if task.fetcher is peer:
             task.fetcher = None

@@ -58,6 +58,22 @@ class Role(enum.Enum):
     FAILED = "failed"
 
 
+class Priority(enum.IntEnum):
+    """How a download may reach the origin: Dragonfly's levels, where 0 and 4 to 6
+    are the default."""
+
+    DEFAULT = 0
+    #: No swarm at all: the daemon does not download (the mirror passes through).
+    FORBIDDEN = 1
+    #: Only from peers: refused while nobody holds, fetches or seeds the task.
+    PEERS_ONLY = 2
+    #: Fetch from the origin itself rather than ask a seed to.
+    OWN_ORIGIN = 3
+    LEVEL4 = 4
+    LEVEL5 = 5
+    LEVEL6 = 6
+
+
 class FailureKind(enum.Enum):
     """Why a piece could not be had from a parent."""
 
@@ -141,6 +157,10 @@ class PeerRegister:
     resumed: bool = False
     #: Set when re-registering a download this peer was fetching from the origin.
     was_fetcher: bool = False
+    priority: Priority = Priority.DEFAULT
+    #: This host's earlier peer of the same task, done downloading, which this one
+    #: takes the place of.
+    replaces: str | None = None
 
 
 @attrs.frozen
@@ -204,15 +224,20 @@ class PieceReport:
     #: The fetcher sends these with its first report, once the origin answered.
     content_length: int | None = None
     piece_length: int | None = None
+    #: The pieces the peer now wants before the others, when that changed (a new
+    #: range read joined its download).
+    wanted: list[int] | None = None
 
 
 @attrs.frozen
 class PeerFinished:
     """The download ended. A fetcher's failure (the origin said 404, say) fails the
-    task for everyone; a child's failure concerns only itself."""
+    task for everyone; a child's failure concerns only itself. A ``partial`` success
+    ends a range read: the peer holds the pieces it wanted and serves those."""
 
     success: bool
     reason: str = ""
+    partial: bool = False
 
 
 converter: Final = cattrs.Converter(forbid_extra_keys=True)

@@ -249,6 +249,7 @@ class Peer:
         "host",
         "id",
         "parents",
+        "peers_only",
         "seen_at",
         "seq",
         "task",
@@ -268,6 +269,8 @@ class Peer:
         self._held_numbers: list[int] | None = None
         self.wanted: list[int] = []
         self.finished = False
+        #: Never the fetcher: its download may take pieces from peers only.
+        self.peers_only = False
         #: Parents this peer must not be given again (corrupt or unreachable).
         self.blocked: set[str] = set()
         self.parents: dict[str, Peer] = {}
@@ -359,12 +362,7 @@ def check_announce(announce: HostAnnounce) -> None:
 def check_registration(task: Task, request: PeerRegister) -> None:
     count = _check_lengths(task, request.content_length, request.piece_length)
     _check_pieces(task, [(piece.number, piece.digest) for piece in request.held], count)
-    for number in request.wanted:
-        if number < 0 or (count is not None and number >= count):
-            raise SchedulerError(
-                f"task {task.id}: wanted piece {number} is out of range"
-                + ("" if count is None else f" (the task has {count} pieces)")
-            )
+    _check_wanted(task, request.wanted, count)
 
 
 def check_report(task: Task, report: PieceReport) -> None:
@@ -372,6 +370,7 @@ def check_report(task: Task, report: PieceReport) -> None:
     _check_pieces(
         task, [(piece.number, piece.digest) for piece in report.pieces], count
     )
+    _check_wanted(task, report.wanted or [], count)
     for piece in report.pieces:
         if not (math.isfinite(piece.cost) and piece.cost >= 0):
             raise SchedulerError(
@@ -438,3 +437,12 @@ def _check_pieces(task: Task, pieces: list[tuple[int, str]], count: int | None) 
                 f"is {known_digest}; drop this copy of the piece and fetch it again"
             )
         seen[number] = digest
+
+
+def _check_wanted(task: Task, wanted: list[int], count: int | None) -> None:
+    for number in wanted:
+        if number < 0 or (count is not None and number >= count):
+            raise SchedulerError(
+                f"task {task.id}: wanted piece {number} is out of range"
+                + ("" if count is None else f" (the task has {count} pieces)")
+            )
