@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio
+import attrs
 import httpx
 import pytest
 
@@ -285,15 +286,39 @@ async def test_private_blobs_relay_the_upstream_challenge(
 async def test_a_stalled_blob_closes_the_connection(
     tmp_path: Path, nginx: str, origin_root: Path
 ) -> None:
-    # nginx's /slow/ sends a 4 MiB piece in about a second: longer than allowed.
-    proxy = dragonpy.ProxyConfig(port=0, allow_any_registry=True, stall_timeout=0.3)
+    # nginx's /slow/ sends a 4 MiB piece in about a second. The first piece is
+    # stored beforehand, so the answer starts at once, then waits too long.
     headers = {"X-Dragonfly-Registry": nginx, "X-Dragonfly-Use-P2P": "true"}
-    async with running_mirror(tmp_path, proxy) as mirror:
+    patient = dragonpy.ProxyConfig(port=0, allow_any_registry=True)
+    async with running_mirror(tmp_path, patient) as mirror:
+        first = await mirror.get(
+            "/slow/big.bin", headers={**headers, "Range": "bytes=0-0"}
+        )
+    hasty = attrs.evolve(patient, stall_timeout=0.3)
+    async with running_mirror(tmp_path, hasty) as mirror:
         with pytest.raises(httpx.RemoteProtocolError):
             await mirror.get("/slow/big.bin", headers=headers)
         whole = await mirror.get("/small.bin", headers=headers)
 
+    assert first.headers["x-dragonpy-source"] == "origin"
     assert whole.content == (origin_root / "small.bin").read_bytes()
+
+
+async def test_no_first_piece_in_time_lets_the_upstream_answer(
+    tmp_path: Path, nginx: str, origin_root: Path
+) -> None:
+    proxy = dragonpy.ProxyConfig(port=0, allow_any_registry=True, stall_timeout=0.3)
+    headers = {
+        "X-Dragonfly-Registry": nginx,
+        "X-Dragonfly-Use-P2P": "true",
+        "Range": "bytes=10-19",
+    }
+    async with running_mirror(tmp_path, proxy) as mirror:
+        answer = await mirror.get("/slow/big.bin", headers=headers)
+
+    assert answer.status_code == 206
+    assert answer.content == (origin_root / "big.bin").read_bytes()[10:20]
+    assert "x-dragonpy-task-id" not in answer.headers  # nginx's own answer
 
 
 async def test_a_nydus_style_reader_gets_every_byte(

@@ -206,7 +206,7 @@ class RegistryMirror:
         held = await anyio.to_thread.run_sync(self.daemon.store.get_task, task.task_id)
         swarm = None
         if held is not None and held.complete:
-            record = held
+            record, source = held, "local"
         else:
             swarm = await self.daemon.open_download(
                 task,
@@ -216,14 +216,19 @@ class RegistryMirror:
                 priority=priority,
             )
             try:
-                record = await swarm.wait_for_task()
-            except DragonpyError as exc:
+                # The answer starts once its first piece is verified, so that a
+                # swarm that cannot deliver leaves the client a clean answer.
+                with anyio.fail_after(self.config.stall_timeout):
+                    record = await swarm.wait_for_task()
+                    source = swarm.source(wanted)
+                    await _first_piece(swarm, record, wanted)
+            except (DragonpyError, TimeoutError) as exc:
                 # Nothing is sent yet: the upstream answers for itself (a 401 with
                 # its challenge, a 404 with the registry's error), as without us.
-                logger.info("%s through the swarm failed (%s); passing it", url, exc)
+                reason = str(exc) or "no first piece in time"
+                logger.info("%s through the swarm failed (%s); passing it", url, reason)
                 return await self._pass_through(request, upstream)
         length = record.content_length
-        source = "local" if swarm is None else swarm.source(wanted)
         extra = ((TASK_HEADER, record.id), (SOURCE_HEADER, source))
         if swarm is None:
             served = (
@@ -407,6 +412,15 @@ async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         await answer.aclose()
+
+
+async def _first_piece(
+    swarm: SwarmDownload, record: Task, wanted: tuple[int, int] | None
+) -> None:
+    """Wait for the first piece of the answer, if it has any bytes."""
+    start = 0 if wanted is None else wanted[0]
+    if start < record.content_length:
+        await swarm.wait_for_piece(start // record.piece_length)
 
 
 def _priority(header: str | None) -> Priority:
