@@ -1,0 +1,108 @@
+"""The multi-host lab: hosts that reach each other, shaped links, clean teardown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .netlab import Host, Lab, can_build_labs
+
+pytestmark = pytest.mark.skipif(
+    can_build_labs() is not None, reason=str(can_build_labs())
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PORT = 5201
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with Lab.open("dpt") as built:
+        yield built
+
+
+def goodput(sender: Host, receiver: Host, count: int) -> float:
+    """Bits per second of ``count`` bytes from ``sender`` to ``receiver``."""
+    python = [sys.executable, "-m", "tests._goodput"]
+    listening = subprocess.Popen(
+        ["ip", "netns", "exec", receiver.namespace, *python, "receive", str(PORT)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert listening.stdout is not None
+    assert listening.stdout.readline().strip() == "listening"
+    sent = sender.run(
+        [*python, "send", receiver.ip, str(PORT), str(count)], timeout=120
+    )
+    assert sent.returncode == 0, sent.stderr
+    received, seconds = listening.communicate(timeout=60)[0].split()
+    assert int(received) == count
+    return count * 8 / float(seconds)
+
+
+def test_hosts_reach_each_other_and_count_their_traffic(lab: Lab) -> None:
+    a, b = lab.add_host("a"), lab.add_host("b")
+    count = 8 * 1024 * 1024
+
+    goodput(a, b, count)
+
+    assert a.traffic()[1] >= count  # sent, headers on top
+    assert b.traffic()[0] >= count
+    assert b.traffic()[1] < count // 10  # only acknowledgements went back
+
+
+def test_a_shaped_uplink_limits_goodput(lab: Lab) -> None:
+    a, b = lab.add_host("a"), lab.add_host("b")
+    free = goodput(a, b, 8 * 1024 * 1024)
+
+    a.shape(up_mbit=20, down_mbit=None)
+    shaped = goodput(a, b, 4 * 1024 * 1024)
+
+    # TCP through tbf gets about 0.8-0.95 of the rate; it can never beat it.
+    assert shaped <= 20e6 * 1.05
+    assert free > 2 * shaped
+
+
+def test_a_shaped_downlink_limits_goodput(lab: Lab) -> None:
+    a, b = lab.add_host("a"), lab.add_host("b")
+    b.shape(up_mbit=None, down_mbit=20)
+    assert goodput(a, b, 4 * 1024 * 1024) <= 20e6 * 1.05
+
+
+def test_a_killed_run_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "from tests.netlab import Lab\n"
+        "lab = Lab.open('dpk')\n"
+        "lab.add_host('a').spawn(['sleep', '600'])\n"
+        "lab.add_host('b')\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert run.stdout is not None
+    assert run.stdout.readline().strip() == "ready"
+    run.kill()
+    run.wait()
+    run.stdout.close()
+    assert sorted(Lab("dpk").leftovers()) == ["dpk-a", "dpk-b"]
+    sleeping = subprocess.run(
+        ["ip", "netns", "pids", "dpk-a"], capture_output=True, text=True
+    ).stdout.split()
+    assert sleeping
+
+    with Lab.open("dpk") as lab:
+        assert lab.leftovers() == []
+        lab.add_host("a")
+
+    assert Lab("dpk").leftovers() == []
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True)
+    assert " dpk" not in links.stdout
+    assert not any(Path(f"/proc/{pid}").exists() for pid in sleeping)
