@@ -63,6 +63,15 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench_cluster(session: nox.Session) -> None:
+    """Multi-host fan-out on network namespaces (needs root; see
+    benchmarks/cluster_fanout.py): ``nox -s bench_cluster -- --peers 4 8``."""
+    session.run("bash", ".ci/install-services", "--bench", external=True)
+    install_compiled_wheel(session)
+    session.run("python", "benchmarks/cluster_fanout.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """A scheduler, a seed and three peers on loopback share one download; the
     origin serves it once (see examples/cluster_demo.py)."""
