@@ -48,7 +48,12 @@ from _origin import (
     wait_until_answering,
 )
 from dragonpy import Download, open_store
-from dragonpy._daemon import CONTROL_SOCKET, DownloadDone, DownloadOrder, order_download
+from dragonpy._daemon import (
+    DownloadDone,
+    DownloadOrder,
+    control_socket_path,
+    order_download,
+)
 
 RUN_TIMEOUT: Final = 600.0
 
@@ -115,7 +120,7 @@ def start_cluster(stack: ExitStack, work: Path, transport: str) -> dict[str, Pat
 
 def order(store: Path, url: str) -> DownloadDone:
     async def run() -> DownloadDone | None:
-        socket_path = str(store / CONTROL_SOCKET)
+        socket_path = control_socket_path(store)
         return await order_download(
             socket_path, DownloadOrder(url), timeout=RUN_TIMEOUT
         )

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from dragonpy import Piece, PieceStore, open_store
+from dragonpy._daemon import control_socket_path
 
 from .cluster import Cluster, Daemon, Scheduler, abandon, finish, origin_bytes, wait_for
 from .origin import nginx_requests
@@ -300,6 +301,22 @@ def test_without_a_scheduler_a_daemon_is_a_cache(
     assert origin_bytes(nginx_dir, f"/{name}") == len(content) + 1
 
 
+def test_get_finds_a_daemon_whose_store_is_too_deep_for_a_socket_inside(
+    cluster: Cluster, nginx: str, blob: tuple[str, bytes]
+) -> None:
+    name, content = blob
+    daemon = cluster.start_daemon("deep-" + "d" * 120)
+    assert not control_socket_path(daemon.store).startswith(str(daemon.store))
+
+    code, stderr = finish(daemon.get(f"{nginx}/{name}", cluster.workdir / "out.bin"))
+
+    assert code == 0, stderr
+    assert (cluster.workdir / "out.bin").read_bytes() == content
+    assert daemon.metric("dragonpy_download_bytes_total", source="origin") == len(
+        content
+    )
+
+
 def test_get_goes_on_alone_when_its_daemon_dies(
     cluster: Cluster, nginx: str, blob: tuple[str, bytes]
 ) -> None:
@@ -394,7 +411,7 @@ def test_bad_input_on_every_port(cluster: Cluster) -> None:
 
 def _control(daemon: Daemon) -> httpx.Client:
     """A client of the daemon's control socket."""
-    uds = httpx.HTTPTransport(uds=str(daemon.store / "daemon.sock"))
+    uds = httpx.HTTPTransport(uds=control_socket_path(daemon.store))
     return httpx.Client(transport=uds, base_url="http://daemon")
 
 

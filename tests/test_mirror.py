@@ -131,8 +131,18 @@ async def _wait_for_bytes(registry: Registry, digest: str, count: int) -> None:
             await anyio.sleep(0.05)
 
 
+async def _wait_until_stored(store_dir: Path, task_id: str) -> None:
+    store = dragonpy.open_store(store_dir)
+    with anyio.fail_after(20):
+        while (task := store.get_task(task_id)) is None or not task.complete:
+            await anyio.sleep(0.05)
+
+
 async def test_prefetch_brings_the_rest_of_the_blob_once(
-    mirror: httpx.AsyncClient, registry: Registry, layer: tuple[str, bytes]
+    tmp_path: Path,
+    mirror: httpx.AsyncClient,
+    registry: Registry,
+    layer: tuple[str, bytes],
 ) -> None:
     digest, data = layer
     path = f"/v2/team/app/blobs/{digest}"
@@ -140,7 +150,8 @@ async def test_prefetch_brings_the_rest_of_the_blob_once(
 
     ranged = await mirror.get(path, headers=prefetch)
     again = await mirror.get(path, headers=prefetch)
-    await _wait_for_bytes(registry, digest, len(data) + 1)  # nobody else asks
+    # Nobody else asks: the blob is whole in the store once the prefetch is done.
+    await _wait_until_stored(tmp_path / "store", ranged.headers["x-dragonpy-task-id"])
     whole = await mirror.get(path)
 
     assert ranged.status_code == 206 and ranged.content == data[100:200]

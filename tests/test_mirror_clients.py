@@ -153,8 +153,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def run_containerd(directory: Path) -> Iterator[Containerd]:
     """Run a containerd of its own under ``directory`` until the block ends."""
     with ExitStack() as stack:
-        # A unix socket's path has at most 107 bytes; the test's folder may be deeper.
-        sockets = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ctrd-")))
+        # A unix socket's path has at most 107 bytes; the test's folder, and the
+        # temporary directory, may be deeper.
+        temporary = tempfile.TemporaryDirectory(prefix="ctrd-", dir="/tmp")
+        sockets = Path(stack.enter_context(temporary))
         socket = sockets / "containerd.sock"
         config = directory / "config.toml"
         config.write_text(_config(directory, str(socket)))

@@ -21,9 +21,9 @@ from dragonpy import (
     check_digest_syntax,
 )
 from dragonpy._daemon import (
-    CONTROL_SOCKET,
     DaemonUnavailable,
     DownloadOrder,
+    control_socket_path,
     order_download,
 )
 
@@ -161,7 +161,7 @@ async def _through_daemon(
         application=request.application,
         digest=request.digest,
     )
-    socket_path = os.path.join(store_dir, CONTROL_SOCKET)
+    socket_path = control_socket_path(store_dir)
     if not os.path.exists(socket_path):
         return
     try:

@@ -5,14 +5,14 @@ from ._control import (
     DaemonUnavailable,
     DownloadDone,
     DownloadOrder,
+    control_socket_path,
     order_download,
 )
-from ._node import CONTROL_SOCKET, Daemon, DaemonConfig
+from ._node import Daemon, DaemonConfig
 from ._proxy import ProxyConfig, RegistryMirror
 from ._swarm import SwarmDownload, SwarmResult, TaskFailed
 
 __all__ = [
-    "CONTROL_SOCKET",
     "Daemon",
     "DaemonConfig",
     "DaemonDownloadFailed",
@@ -24,5 +24,6 @@ __all__ = [
     "SwarmDownload",
     "SwarmResult",
     "TaskFailed",
+    "control_socket_path",
     "order_download",
 ]

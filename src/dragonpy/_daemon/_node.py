@@ -12,7 +12,6 @@ origin and keeps the pieces.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from pathlib import Path
 from typing import Final
@@ -39,16 +38,13 @@ from .._scheduler import (
 from .._storage import StorePolicy, open_store
 from .._transport import PieceClient, UploadLimits, open_client, open_server
 from .._web import Request, Response, serve_tcp, serve_unix, text
-from ._control import control_router
+from ._control import control_router, control_socket_path, make_socket_directory
 from ._metrics import DaemonMetrics
 from ._proxy import ProxyConfig, RegistryMirror
 from ._swarm import SwarmDownload, SwarmResult
 
 logger = logging.getLogger("dragonpy.daemon")
 
-#: The control socket's name inside the store directory; ``dragonpy get`` looks
-#: for it there to hand its downloads to the daemon.
-CONTROL_SOCKET: Final = "daemon.sock"
 _TRIGGER_WAIT: Final = 20.0
 _ANNOUNCE_RETRY: Final = 1.0
 
@@ -157,7 +153,8 @@ class Daemon:
                 self.proxy_port = await group.start(
                     serve_tcp, config.listen, config.proxy.port, self.mirror
                 )
-                socket_path = os.path.join(self.store.directory, CONTROL_SOCKET)
+                socket_path = control_socket_path(self.store.directory)
+                make_socket_directory(socket_path)
                 await group.start(serve_unix, socket_path, control_router(self))
                 if self.scheduler is not None:
                     await self._announce_first()
