@@ -246,7 +246,7 @@ def fan_out(
     size: int, topology: str, peers: int, blob: Path
 ) -> tuple[list[Run], float, float]:
     nominal = TOPOLOGIES[topology]
-    with Lab.open("dpb", "10.231.9") as lab:
+    with Lab.open("dpb", "198.18.9") as lab:
         origin = lab.add_host("origin")
         scheduler = lab.add_host("sched")
         hosts = [lab.add_host(f"peer{n}") for n in range(peers)]

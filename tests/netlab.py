@@ -139,7 +139,7 @@ class Host:
 class Lab:
     """Hosts on a bridge. Use as a context manager, or call ``close``."""
 
-    def __init__(self, prefix: str = "dpl", subnet: str = "10.231.7") -> None:
+    def __init__(self, prefix: str = "dpl", subnet: str = "198.18.7") -> None:
         if len(prefix) > 6:
             raise ValueError("the prefix must be short: interface names are 15 bytes")
         self.prefix = prefix
@@ -148,7 +148,7 @@ class Lab:
         self.hosts: dict[str, Host] = {}
 
     @classmethod
-    def open(cls, prefix: str = "dpl", subnet: str = "10.231.7") -> Lab:
+    def open(cls, prefix: str = "dpl", subnet: str = "198.18.7") -> Lab:
         lab = cls(prefix, subnet)
         lab.clean_up()
         _run("ip", "link", "add", lab.bridge, "type", "bridge")

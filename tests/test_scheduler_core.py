@@ -198,9 +198,10 @@ def test_children_registering_at_once_all_get_the_fetcher(
     again = [scheduler.view(f"p{n}") for n in range(30)]
     assert [view.role for view in again].count(Role.FETCHER) == 1
     assert all(parents_of(view)[0] == "p0" for view in again[1:])
-    assert all(len(view.parents) <= 4 for view in again)
+    limit = SchedulerConfig().parent_limit
+    assert all(len(view.parents) <= limit for view in again)
     # Later children also take from earlier ones, which already have parents.
-    assert len(again[-1].parents) == 4
+    assert len(again[-1].parents) == limit
 
 
 def test_a_seed_host_fetches_what_it_registers(scheduler: Scheduler) -> None:
@@ -332,8 +333,7 @@ def test_fetcher_host_expiry_promotes_the_peer_with_most_pieces(
     announce(scheduler, "h1", "h2", "h3")
     scheduler.register_peer(registration("p2", "h2", wanted=[0]))
     scheduler.report("p2", pieces(1, 2, parent="p0"))
-    # p1 resumes with a piece nobody else holds and takes pieces from p2, which
-    # makes p1 a descendant of p2.
+    # p1 resumes with a piece nobody else holds and takes pieces from p2.
     view = scheduler.register_peer(registration("p1", "h1", held=held(3)))
     assert set(parents_of(view)) == {"p0", "p2"}
     scheduler.register_peer(registration("p3", "h3"))
@@ -347,14 +347,13 @@ def test_fetcher_host_expiry_promotes_the_peer_with_most_pieces(
         scheduler.view("p0")
     fetcher = scheduler.view("p2")
     assert fetcher.role is Role.FETCHER
-    # The graph was rebuilt from the new fetcher: it takes piece 3 from p1 rather
-    # than fetching it again from the origin.
+    # The new fetcher takes piece 3 from p1 rather than fetching it again from the
+    # origin, while p1 goes on taking pieces from it: they feed each other.
     assert [(p.peer_id, p.pieces) for p in fetcher.parents] == [("p1", [3])]
     assert fetcher.demanded == [0]
-    assert "p2" not in parents_of(scheduler.view("p1"))
+    assert "p2" in parents_of(scheduler.view("p1"))
 
-    # Once it holds everything p1 has, p1 is no longer its parent, and p1 can take
-    # the fetcher's pieces.
+    # Once it holds everything p1 has, p1 is no longer its parent.
     scheduler.report("p2", pieces(3, parent="p1"))
     assert scheduler.view("p2").parents == []
     assert "p2" in parents_of(scheduler.view("p1"))
@@ -550,7 +549,99 @@ def test_children_stay_within_the_parent_limit(clock: Clock) -> None:
     for n in range(1, 8):
         view = scheduler.view(f"p{n}")
         assert parents_of(view)[0] == "p0"
-        assert len(view.parents) == (1 if n == 1 else 2)
+        assert len(view.parents) == 2
+
+
+def test_two_children_may_feed_each_other(scheduler: Scheduler) -> None:
+    start_task(scheduler, "p1", "p2", origin_pieces=(0, 1))
+    scheduler.report("p1", pieces(0, parent="p0"))
+    scheduler.report("p2", pieces(1, parent="p0"))
+
+    one, two = scheduler.view("p1"), scheduler.view("p2")
+
+    assert {p.peer_id: p.pieces for p in one.parents}["p2"] == [1]
+    assert {p.peer_id: p.pieces for p in two.parents}["p1"] == [0]
+
+
+def sole_pieces_seen(
+    scheduler: Scheduler, holder: str, *children: str
+) -> dict[str, list[int] | None]:
+    """Which of ``holder``'s pieces each child sees at it."""
+    seen = {}
+    for child in children:
+        parents = {p.peer_id: p.pieces for p in scheduler.view(child).parents}
+        seen[child] = parents.get(holder)
+    return seen
+
+
+def test_sole_pieces_go_to_one_child_each_two_at_a_time(scheduler: Scheduler) -> None:
+    start_task(scheduler, "p1", "p2", "p3", origin_pieces=(0, 1, 2, 3))
+
+    seen = sole_pieces_seen(scheduler, "p0", "p1", "p2", "p3")
+
+    # The fetcher's upload goes to two pieces at once, each to one child.
+    assert sorted(map(len, seen.values())) == [0, 1, 1]
+    offered = [numbers[0] for numbers in seen.values() if numbers]
+    assert sorted(offered) == [0, 1]
+
+    # A piece one child took is everybody's to take from it; the next sole piece
+    # goes to a child with no offer open.
+    (taker,) = [child for child, numbers in seen.items() if numbers == [0]]
+    scheduler.report(taker, pieces(0, parent="p0"))
+    for child in ("p1", "p2", "p3"):
+        if child != taker:
+            at_taker = {p.peer_id: p.pieces for p in scheduler.view(child).parents}
+            assert at_taker[taker] == [0]
+    after = sole_pieces_seen(scheduler, "p0", "p1", "p2", "p3")
+    assert sorted(n for numbers in after.values() for n in numbers) == [1, 2]
+
+
+def test_a_single_child_sees_every_sole_piece(scheduler: Scheduler) -> None:
+    start_task(scheduler, "p1", origin_pieces=(0, 1, 2, 3))
+    assert sole_pieces_seen(scheduler, "p0", "p1") == {"p1": [0, 1, 2, 3]}
+
+
+def test_pieces_wanted_first_are_seen_wherever_they_are(
+    scheduler: Scheduler,
+) -> None:
+    start_task(scheduler, "p1", "p2", origin_pieces=(0, 1, 2, 3))
+    scheduler.report("p2", PieceReport(wanted=[3]))
+    seen = sole_pieces_seen(scheduler, "p0", "p1", "p2")
+    assert 3 in seen["p2"]
+    assert 3 not in seen["p1"]
+
+
+def test_an_offer_not_taken_in_time_goes_to_another_child(
+    clock: Clock,
+) -> None:
+    config = SchedulerConfig(offers_per_holder=1, offer_timeout=5.0)
+    scheduler = Scheduler(config, clock=clock, random=Random(1))
+    start_task(scheduler, "p1", "p2", origin_pieces=(0,))
+    before = sole_pieces_seen(scheduler, "p0", "p1", "p2")
+    (first,) = [child for child, numbers in before.items() if numbers == [0]]
+
+    clock.advance(6)
+    announce(scheduler, "h0", "h1", "h2")
+    scheduler.tick()
+
+    after = sole_pieces_seen(scheduler, "p0", "p1", "p2")
+    assert after[first] == []
+    assert [numbers for child, numbers in after.items() if child != first] == [[0]]
+
+
+def test_the_fetcher_sees_every_piece_of_its_parents(scheduler: Scheduler) -> None:
+    start_task(scheduler, "p1", "p2", "p3", "p4", origin_pieces=(0, 1, 2))
+    scheduler.report("p1", pieces(0, parent="p0"))
+    scheduler.report("p2", pieces(1, 2, parent="p0"))
+    scheduler.leave_host("h0")
+
+    fetcher = scheduler.view("p2")
+
+    assert fetcher.role is Role.FETCHER
+    assert {p.peer_id: p.pieces for p in fetcher.parents}["p1"] == [0]
+    seen = sole_pieces_seen(scheduler, "p2", "p1", "p3", "p4")
+    offered = [n for numbers in seen.values() for n in numbers]
+    assert sorted(offered) == [1, 2]  # the others take turns, one piece each
 
 
 def test_no_parent_on_the_same_host(scheduler: Scheduler) -> None:
@@ -1191,7 +1282,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
 
 def check_graph(scheduler: Scheduler) -> None:
-    """The graph of every task is acyclic and agrees with the bookkeeping."""
+    """The graph and the offers of every task agree with the bookkeeping."""
     peers = scheduler._peers
     tasks = {peer.task for peer in peers.values()} | set(scheduler._tasks.values())
     for task in tasks:
@@ -1199,7 +1290,6 @@ def check_graph(scheduler: Scheduler) -> None:
             task.peers.get(task.fetcher.id) is task.fetcher
             and not task.fetcher.finished
         )
-        check_acyclic(task)
         for peer in task.peers.values():
             assert peers[peer.id] is peer
             assert not (peer.finished and peer.parents)
@@ -1215,33 +1305,31 @@ def check_graph(scheduler: Scheduler) -> None:
             for number in peer.held_numbers():
                 holders[number] += 1
         assert holders == task.holders
+        check_offers(task)
     for host in scheduler._hosts.values():
         edges = sum(len(peer.children) for peer in host.peers.values())
         assert host.children == edges
 
 
-def check_acyclic(task: Task) -> None:
-    done: set[str] = set()
-    for start in task.peers.values():
-        if start.id in done:
-            continue
-        path: set[str] = set()
-        stack: list[tuple[Peer, bool]] = [(start, False)]
-        while stack:
-            peer, leaving = stack.pop()
-            if leaving:
-                path.discard(peer.id)
-                done.add(peer.id)
-                continue
-            if peer.id in done:
-                continue
-            assert peer.id not in path, f"cycle through {peer.id}"
-            path.add(peer.id)
-            stack.append((peer, True))
-            stack.extend((child, False) for child in peer.children.values())
+def check_offers(task: Task) -> None:
+    """Each sole piece is offered to one child at most, by its holder, and the
+    counts of open offers add up."""
+    sole = {n for n, count in enumerate(task.holders) if count == 1}
+    assert sole == {n for n in range(task.piece_count or 0) if task.sole >> n & 1}
+    out: dict[str, int] = {}
+    into: dict[str, int] = {}
+    for number, offer in task.offers.items():
+        assert offer.number == number
+        assert offer.holder.held >> number & 1
+        assert offer.child.offered >> number & 1
+        out[offer.holder.id] = out.get(offer.holder.id, 0) + 1
+        into[offer.child.id] = into.get(offer.child.id, 0) + 1
+    for peer in task.peers.values():
+        assert peer.offers_out == out.get(peer.id, 0)
+        assert peer.offers_in == into.get(peer.id, 0)
 
 
-def test_any_sequence_keeps_the_graph_acyclic_with_one_fetcher() -> None:
+def test_any_sequence_keeps_the_bookkeeping_and_one_fetcher() -> None:
     run_state_machine_as_test(
         SchedulerMachine,
         settings=settings(max_examples=150, stateful_step_count=40, deadline=None),

@@ -43,7 +43,7 @@ from ._serve import configure_logging, log_level_option, run_until_signalled
     help="Seconds after start that resumed peers wait for their fetcher.",
 )
 @click.option(
-    "--parent-limit", type=click.IntRange(1, 64), default=4, show_default=True
+    "--parent-limit", type=click.IntRange(1, 64), default=8, show_default=True
 )
 @log_level_option
 def scheduler(

@@ -33,8 +33,10 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         force=True,  # ``dragonpy daemon``: the group configured it already
     )
-    # httpx logs every request at INFO: a daemon's announces would drown its log.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+    # httpx logs every request at INFO, httpcore every step at DEBUG: a daemon's
+    # announces would drown its log.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.root.level))
 
 
 def run_until_signalled(service: Callable[[], Awaitable[None]]) -> None:

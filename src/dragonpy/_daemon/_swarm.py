@@ -147,6 +147,7 @@ class SwarmDownload:
         self.digests: dict[int, str] = {}
         #: The pieces each parent in the view holds.
         self.parent_pieces: dict[str, set[int]] = {}
+        self._rarest: list[int] | None = None
         self.record: Task | None = None
         self.done_bytes = 0
         self.held: dict[int, str] = {}
@@ -416,11 +417,11 @@ class SwarmDownload:
 
     def _order(self, count: int) -> list[int]:
         """Missing pieces not being fetched: wanted, then demanded, then the rest
-        when the whole task is wanted."""
+        when the whole task is wanted, rarest first."""
         first = [*self.wanted]
         if self.view is not None and self.view.role is Role.FETCHER:
             first += self.view.demanded
-        rest = range(count) if self.whole else range(0)
+        rest = self._rarest_first(count) if self.whole else []
         seen: set[int] = set()
         order = []
         for number in [*first, *rest]:
@@ -433,6 +434,20 @@ class SwarmDownload:
                 seen.add(number)
                 order.append(number)
         return order
+
+    def _rarest_first(self, count: int) -> list[int]:
+        """Every piece, those fewest parents hold first (ties in order): a piece only
+        one parent holds is taken while that parent is there to give it, and then
+        this peer can give it to others. Kept until the view changes."""
+        if self._rarest is None or len(self._rarest) != count:
+            holders = [0] * count
+            for peer_id, numbers in self.parent_pieces.items():
+                if peer_id not in self.blocked:
+                    for number in numbers:
+                        if number < count:
+                            holders[number] += 1
+            self._rarest = sorted(range(count), key=holders.__getitem__)
+        return self._rarest
 
     def _usable_parents(self) -> list[ParentInfo]:
         if self.view is None:
@@ -550,6 +565,13 @@ class SwarmDownload:
         cost: float,
     ) -> None:
         length = self._piece(number).length
+        logger.debug(
+            "piece %d of %s landed from %s in %.3fs",
+            number,
+            self.task_id,
+            parent_id or source,
+            cost,
+        )
         self.held[number] = digest
         self.bytes[source] += length
         self.node.metrics.piece(source, length)
@@ -647,6 +669,15 @@ class SwarmDownload:
         self.parent_pieces = {
             parent.peer_id: set(parent.pieces) for parent in view.parents
         }
+        self._rarest = None
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "view %d of %s: %s, parents %s",
+                view.version,
+                self.task_id,
+                view.role.value,
+                {parent.host_id: len(parent.pieces) for parent in view.parents},
+            )
         self._wake()
 
     async def _watch(self) -> None:

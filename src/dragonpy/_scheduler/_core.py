@@ -39,6 +39,7 @@ from ._messages import (
 )
 from ._model import (
     Host,
+    Offer,
     Peer,
     SchedulerError,
     Task,
@@ -48,6 +49,7 @@ from ._model import (
     check_registration,
     check_report,
     mask_of,
+    numbers_of,
 )
 
 __all__ = [
@@ -80,7 +82,7 @@ class SchedulerConfig:
     #: A host silent this long is gone, and its peers with it.
     host_ttl: float = 15.0
     #: Parents given to each child.
-    parent_limit: int = 4
+    parent_limit: int = 8
     #: A seed asked to fetch a task that has not registered by then is given up on,
     #: and one of the task's peers fetches instead.
     seed_timeout: float = 5.0
@@ -89,12 +91,18 @@ class SchedulerConfig:
     restart_grace: float = 10.0
     #: A peer that has said nothing for this long is gone.
     peer_ttl: float = 3600.0
+    #: Sole pieces a holder sends at once, each to one child.
+    offers_per_holder: int = 2
+    #: A child that has not taken an offered piece by then loses the offer to
+    #: another child.
+    offer_timeout: float = 30.0
 
     def __attrs_post_init__(self) -> None:
         _positive("keepalive", self.keepalive)
         _positive("host_ttl", self.host_ttl)
         _positive("seed_timeout", self.seed_timeout)
         _positive("peer_ttl", self.peer_ttl)
+        _positive("offer_timeout", self.offer_timeout)
         if not self.restart_grace >= 0:
             raise ValueError(
                 "SchedulerConfig.restart_grace must not be negative, "
@@ -105,11 +113,12 @@ class SchedulerConfig:
                 f"SchedulerConfig.host_ttl ({self.host_ttl}) must be longer than "
                 f"keepalive ({self.keepalive}), or hosts expire between announcements"
             )
-        if self.parent_limit < 1:
-            raise ValueError(
-                f"SchedulerConfig.parent_limit must be at least 1, "
-                f"got {self.parent_limit!r}"
-            )
+        for name in ("parent_limit", "offers_per_holder"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"SchedulerConfig.{name} must be at least 1, "
+                    f"got {getattr(self, name)!r}"
+                )
 
 
 DEFAULT_CONFIG: Final = SchedulerConfig()
@@ -234,13 +243,17 @@ class Scheduler:
         else:
             self._elect_on_register(task, peer, request)
         self._publish()
-        return self._view_of(peer)
+        view = self._view_of(peer)
+        self._publish()
+        return view
 
     def view(self, peer_id: str) -> PeerView:
         """What the peer should do now; choosing its parents keeps them as edges."""
         peer = self._peer(peer_id)
         self._touch_peer(peer)
-        return self._view_of(peer)
+        view = self._view_of(peer)
+        self._publish()
+        return view
 
     def version(self, peer_id: str) -> int:
         """The version ``view(peer_id)`` would carry, without computing the view."""
@@ -255,7 +268,7 @@ class Scheduler:
         if task.set_lengths(report.content_length, report.piece_length):
             self._change(task)
         if report.wanted is not None:
-            peer.wanted = list(report.wanted)
+            peer.want(report.wanted)
             self._change(task)
         self._take_pieces(peer, report.pieces)
         gone = [
@@ -307,6 +320,9 @@ class Scheduler:
         self._expire_seed_waits(now)
         if now >= self._grace_ends:
             self._end_grace()
+        for task in self._tasks.values():
+            if any(offer.deadline <= now for offer in task.offers.values()):
+                self._change(task)
         self._publish()
 
     def statistics(self) -> dict[str, int]:
@@ -360,6 +376,8 @@ class Scheduler:
 
     def _publish(self) -> None:
         """Give each changed task a new version, then tell the callbacks."""
+        for task in self._changed:
+            self._offer_sole_pieces(task)
         changed, self._changed = self._changed, {}
         triggered, self._triggered = self._triggered, []
         for task in changed:
@@ -385,7 +403,7 @@ class Scheduler:
 
         self._last_seq += 1
         peer = Peer(request.peer_id, task, host, self._last_seq, self._clock())
-        peer.wanted = list(request.wanted)
+        peer.want(request.wanted)
         peer.peers_only = request.priority is Priority.PEERS_ONLY
         task.add_holdings(peer.hold(held))
         task.peers[peer.id] = peer
@@ -542,15 +560,10 @@ class Scheduler:
             self._set_fetcher(task, best)
 
     def _set_fetcher(self, task: Task, peer: Peer) -> None:
-        """Make ``peer`` the fetcher, and start the task's graph again from it.
-
-        Old edges could make peers holding pieces the new fetcher lacks its
-        descendants, whose pieces it then could not take; so every edge goes, the
-        fetcher chooses its parents first, and the others choose on their next view.
-        """
+        """Make ``peer`` the fetcher: it takes what the swarm holds from its peers,
+        and the others take it as a parent on their next view."""
         task.fetcher = peer
         self._stop_waiting(task)
-        task.clear_edges()
         self._evaluator.choose_parents(peer, self._clock())
         self._change(task)
 
@@ -642,6 +655,47 @@ class Scheduler:
         }
         return len(host.unreachable_from)
 
+    # Sole pieces
+
+    def _offer_sole_pieces(self, task: Task) -> None:
+        """Withdraw the offers that are over, then offer each holder's sole pieces
+        to its children, lowest numbers first, while it has room for more."""
+        now = self._clock()
+        for offer in list(task.offers.values()):
+            if not self._offer_stands(task, offer, now):
+                offer.withdraw()
+                del task.offers[offer.number]
+                if offer.deadline <= now:
+                    task.lapsed[offer.number] = offer.child
+                self._change(task)
+        if task.failure is not None or not task.sole & ~mask_of(task.offers):
+            return
+
+        limit = self._config.offers_per_holder
+        deadline = now + self._config.offer_timeout
+        for holder in task.peers.values():
+            room = limit - holder.offers_out
+            waiting = holder.held & task.sole & ~mask_of(task.offers)
+            if room <= 0 or not waiting:
+                continue
+            for number in numbers_of(waiting)[:room]:
+                child = _taker(holder, task.lapsed.pop(number, None))
+                if child is None:
+                    break
+                task.offers[number] = Offer(number, holder, child, deadline)
+                self._change(task)
+
+    def _offer_stands(self, task: Task, offer: Offer, now: float) -> bool:
+        child, holder = offer.child, offer.holder
+        return (
+            offer.deadline > now
+            and task.sole >> offer.number & 1 == 1
+            and task.peers.get(holder.id) is holder
+            and task.peers.get(child.id) is child
+            and not child.finished
+            and holder.id in child.parents
+        )
+
     # Views and parents
 
     def _view_of(self, peer: Peer) -> PeerView:
@@ -657,6 +711,8 @@ class Scheduler:
                 failure=task.failure,
             )
         self._evaluator.choose_parents(peer, self._clock())
+        # The peer may have taken a holder of sole pieces as a parent just now.
+        self._offer_sole_pieces(task)
         is_fetcher = peer is task.fetcher
         return PeerView(
             version=task.version,
@@ -664,7 +720,7 @@ class Scheduler:
             content_length=task.content_length,
             piece_length=task.piece_length,
             pieces=list(task.piece_list()),
-            parents=[_parent_info(parent) for parent in peer.parents.values()],
+            parents=[_parent_info(parent, peer) for parent in peer.parents.values()],
             demanded=_demanded(task) if is_fetcher else [],
         )
 
@@ -692,7 +748,7 @@ def _silent(things: Iterable[Living], horizon: float) -> list[Living]:
     return silent
 
 
-def _parent_info(parent: Peer) -> ParentInfo:
+def _parent_info(parent: Peer, child: Peer) -> ParentInfo:
     host = parent.host
     return ParentInfo(
         peer_id=parent.id,
@@ -700,7 +756,46 @@ def _parent_info(parent: Peer) -> ParentInfo:
         address=host.address,
         transport=host.transport,
         seed=host.seed,
-        pieces=list(parent.held_numbers()),
+        pieces=_visible_pieces(parent, child),
+    )
+
+
+def _visible_pieces(parent: Peer, child: Peer) -> list[int]:
+    """The pieces ``child`` may take from ``parent``.
+
+    While the parent is the sole holder of some pieces, its upload goes to those,
+    each to the one child it is offered to; other children see only the pieces they
+    want first (range reads), and take the rest from peers with spare upload. The
+    fetcher sees everything: it must never fetch from the origin what a peer holds.
+    """
+    task = parent.task
+    if child is task.fetcher or not parent.held & task.sole:
+        return list(parent.held_numbers())
+    if len(_takers(parent)) <= 1:
+        return list(parent.held_numbers())  # nobody to share the upload with
+    return numbers_of(parent.held & (child.offered | child.wanted_mask))
+
+
+def _takers(holder: Peer) -> list[Peer]:
+    """The children that sole pieces of ``holder`` may be offered to (the fetcher
+    sees every piece anyway)."""
+    fetcher = holder.task.fetcher
+    return [
+        child
+        for child in holder.children.values()
+        if not child.finished and child is not fetcher
+    ]
+
+
+def _taker(holder: Peer, lapsed: Peer | None) -> Peer | None:
+    """The child to offer one of ``holder``'s sole pieces to: one with no offer
+    open, holding the fewest pieces (it has least to trade), registered first; the
+    child that let the piece's last offer lapse only when nobody else can."""
+    takers = [child for child in _takers(holder) if child.offers_in == 0]
+    return min(
+        takers,
+        key=lambda c: (c is lapsed, c.held.bit_count(), c.seq),
+        default=None,
     )
 
 

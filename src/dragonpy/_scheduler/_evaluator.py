@@ -1,11 +1,12 @@
 """Which parents a peer gets: candidates, their scores, and the graph's rules.
 
 A candidate is a peer of the same task on another host, not blocked by the child,
-not below it in the graph (the edge would close a cycle), and of use: it holds a
-piece the child lacks, or it is the fetcher, or it is downloading from parents of
-its own. A child keeps the parents still of use and fills the free places, up to
-the parent limit, best score first. The fetcher is every child's parent while it can
-be, so that each piece it fetches reaches everyone at once.
+and of use: it holds a piece the child lacks, or it is the fetcher, or it is
+downloading from parents of its own. Two peers may be each other's parents, so that
+everyone's upload counts, not only that of the peers near the fetcher. A child keeps
+the parents still of use and fills the free places, up to the parent limit, best
+score first. The fetcher is every child's parent while it can be, so that each piece
+it fetches can reach anyone at once.
 
 A score ranges over [0, 1]; so does each factor, and the weights add up to 1::
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 from random import Random
 from typing import Final
 
-from ._model import Host, Peer, descendants_among
+from ._model import Host, Peer
 
 PIECES_WEIGHT: Final = 0.30
 LOAD_WEIGHT: Final = 0.20
@@ -110,7 +111,6 @@ class Evaluator:
         ]
         if fetcher is not None and fetcher_missing:
             candidates.append(fetcher)
-        candidates = _not_below(child, candidates)
         if not candidates:
             return
 
@@ -158,7 +158,6 @@ def _cover_missing(fetcher: Peer) -> None:
         for peer in fetcher.task.peers.values()
         if peer.held & needed and _may_feed(peer, fetcher)
     ]
-    candidates = _not_below(fetcher, candidates)
     while needed and candidates:
         best = max(
             candidates, key=lambda peer: ((peer.held & needed).bit_count(), -peer.seq)
@@ -173,8 +172,8 @@ def _cover_missing(fetcher: Peer) -> None:
 def _useful(parent: Peer, child: Peer) -> bool:
     """Whether ``parent`` holds, or will hold, pieces for ``child``.
 
-    For the fetcher only pieces it lacks count: a peer it takes pieces from cannot
-    take pieces from it, so it keeps no parent it has nothing more to take from.
+    For the fetcher only pieces it lacks count: it keeps no parent it has nothing
+    more to take from.
     """
     if parent.held & ~child.held:
         return True
@@ -185,20 +184,12 @@ def _useful(parent: Peer, child: Peer) -> bool:
 
 
 def _may_feed(parent: Peer, child: Peer) -> bool:
-    """Whether ``parent`` may become a parent of ``child``, cycles aside."""
+    """Whether ``parent`` may become a parent of ``child``."""
     return (
         parent.host is not child.host
         and parent.id not in child.parents
         and parent.id not in child.blocked
     )
-
-
-def _not_below(child: Peer, candidates: list[Peer]) -> list[Peer]:
-    """The candidates that do not take pieces from ``child``, even indirectly."""
-    if not child.children or not candidates:
-        return candidates
-    below = descendants_among(child, candidates)
-    return [peer for peer in candidates if peer not in below]
 
 
 def piece_share(child: Peer, parent: Peer) -> float:

@@ -1,9 +1,13 @@
 """What the scheduler remembers: hosts, tasks, their peers, and who feeds whom.
 
-The peers of a task form a directed acyclic graph: an edge from a parent to a child
-means the child takes pieces from the parent. The scheduler adds edges only where
-they close no cycle, so pieces never go round in circles and every peer can trace its
-pieces back to the origin.
+The peers of a task form a directed graph: an edge from a parent to a child means the
+child takes pieces from the parent. Two peers may feed each other, each with the
+pieces the other lacks; a piece itself only ever goes from a peer that holds it to
+one that does not, so no piece goes round in circles.
+
+A piece held by one peer only is that peer's *sole* piece. Sole pieces are offered
+to children one at a time (an ``Offer``), so that the only copy's holder spends its
+upload on pieces nobody else can give, each sent once, and children spread them.
 
 Held pieces are bitmasks (bit ``n`` set: piece ``n`` is held), so "which pieces does
 this parent hold that the child lacks" is one ``&~`` and a ``bit_count()``, whatever
@@ -119,6 +123,8 @@ class Task:
         "headers",
         "holders",
         "id",
+        "lapsed",
+        "offers",
         "peers",
         "piece_count",
         "piece_length",
@@ -126,6 +132,7 @@ class Task:
         "seed_deadline",
         "seed_host_id",
         "seed_triggered",
+        "sole",
         "swarm_held",
         "tag",
         "url",
@@ -147,9 +154,15 @@ class Task:
         #: Every piece anyone reported, with the digest its fetcher computed.
         self.pieces: dict[int, PieceInfo] = {}
         self._piece_list: list[PieceInfo] | None = None
-        #: How many live peers hold each piece, and the pieces held by at least one.
+        #: How many live peers hold each piece, the pieces held by at least one,
+        #: and those held by exactly one.
         self.holders: list[int] = []
         self.swarm_held = 0
+        self.sole = 0
+        #: Sole pieces offered to a child, by piece number, and the child that
+        #: last let an offer of the piece lapse (it is not offered it again first).
+        self.offers: dict[int, Offer] = {}
+        self.lapsed: dict[int, Peer] = {}
         #: Pieces fetched from the origin at least once, to count repeats.
         self.from_origin = 0
 
@@ -214,13 +227,22 @@ class Task:
     def add_holdings(self, gained: int) -> None:
         for number in numbers_of(gained):
             self.holders[number] += 1
+            self._count_changed(number)
         self.swarm_held |= gained
 
     def remove_holdings(self, lost: int) -> None:
         for number in numbers_of(lost):
             self.holders[number] -= 1
+            self._count_changed(number)
             if self.holders[number] == 0:
                 self.swarm_held &= ~(1 << number)
+
+    def _count_changed(self, number: int) -> None:
+        bit = 1 << number
+        if self.holders[number] == 1:
+            self.sole |= bit
+        else:
+            self.sole &= ~bit
 
     def clear_edges(self) -> None:
         for peer in self.peers.values():
@@ -248,12 +270,16 @@ class Peer:
         "held",
         "host",
         "id",
+        "offered",
+        "offers_in",
+        "offers_out",
         "parents",
         "peers_only",
         "seen_at",
         "seq",
         "task",
         "wanted",
+        "wanted_mask",
     )
 
     def __init__(
@@ -268,6 +294,7 @@ class Peer:
         self.held = 0
         self._held_numbers: list[int] | None = None
         self.wanted: list[int] = []
+        self.wanted_mask = 0
         self.finished = False
         #: Never the fetcher: its download may take pieces from peers only.
         self.peers_only = False
@@ -275,6 +302,16 @@ class Peer:
         self.blocked: set[str] = set()
         self.parents: dict[str, Peer] = {}
         self.children: dict[str, Peer] = {}
+        #: Pieces offered to this peer (by their sole holders), and how many offers
+        #: it has taken and made that are still open.
+        self.offered = 0
+        self.offers_in = 0
+        self.offers_out = 0
+
+    def want(self, numbers: list[int]) -> None:
+        """The pieces to fetch first (a range read's)."""
+        self.wanted = list(numbers)
+        self.wanted_mask = mask_of(numbers)
 
     def hold(self, pieces: int) -> int:
         """Add pieces to those held; returns the ones that are new."""
@@ -309,24 +346,25 @@ class Peer:
             child.remove_parent(self)
 
 
-def descendants_among(peer: Peer, peers: Collection[Peer]) -> set[Peer]:
-    """Those of ``peers`` that take pieces from ``peer``, directly or through others.
+class Offer:
+    """A sole piece offered to one child: only that child sees it at its holder,
+    until the child holds it, leaves, drops the holder, or ``deadline`` passes."""
 
-    An edge from any of them to ``peer`` would close a cycle. The walk down the child
-    edges stops as soon as all of them are found.
-    """
-    targets = set(peers)
-    found: set[Peer] = set()
-    seen = {peer}
-    stack = [peer]
-    while stack and len(found) < len(targets):
-        for child in stack.pop().children.values():
-            if child not in seen:
-                seen.add(child)
-                stack.append(child)
-                if child in targets:
-                    found.add(child)
-    return found
+    __slots__ = ("child", "deadline", "holder", "number")
+
+    def __init__(self, number: int, holder: Peer, child: Peer, deadline: float) -> None:
+        self.number = number
+        self.holder = holder
+        self.child = child
+        self.deadline = deadline
+        holder.offers_out += 1
+        child.offers_in += 1
+        child.offered |= 1 << number
+
+    def withdraw(self) -> None:
+        self.holder.offers_out -= 1
+        self.child.offers_in -= 1
+        self.child.offered &= ~(1 << self.number)
 
 
 def numbers_of(mask: int) -> list[int]:
