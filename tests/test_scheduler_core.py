@@ -565,12 +565,12 @@ def test_two_children_may_feed_each_other(scheduler: Scheduler) -> None:
 
 def sole_pieces_seen(
     scheduler: Scheduler, holder: str, *children: str
-) -> dict[str, list[int] | None]:
-    """Which of ``holder``'s pieces each child sees at it."""
+) -> dict[str, list[int]]:
+    """Which of ``holder``'s pieces each child sees there (none: not a parent)."""
     seen = {}
     for child in children:
         parents = {p.peer_id: p.pieces for p in scheduler.view(child).parents}
-        seen[child] = parents.get(holder)
+        seen[child] = parents.get(holder, [])
     return seen
 
 
