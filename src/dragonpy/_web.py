@@ -3,24 +3,29 @@ processes: the scheduler's API, a daemon's health, metrics and control endpoints
 
 It speaks h11 over anyio streams (TCP or a Unix socket), keeps connections alive,
 reads whole request bodies up to ``MAX_BODY`` and answers with a whole body or a
-chunked stream. A request that is not HTTP, too large or too slow gets a 4xx and the
-connection closes; a handler that raises gets a 500 and a log line, and the server
-goes on. Piece bodies never pass through here: the piece transports have their own
-zero-copy servers.
+chunked stream, or a body a worker thread writes straight to the socket (stored
+blobs, from the store's map without a copy). A request that is not HTTP, too large or
+too slow gets a 4xx and the connection closes; a handler that raises gets a 500 and a
+log line, and the server goes on. Piece bodies between peers never pass through here:
+the piece transports have their own zero-copy servers.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Final
+from typing import Final, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import attrs
 import h11
+
+from ._transport._sockets import send_all
 
 logger = logging.getLogger("dragonpy.web")
 
@@ -44,10 +49,22 @@ class Request:
     params: tuple[str, ...] = ()
 
 
+SendChunk = Callable[[memoryview], None]
+
+
+@attrs.frozen
+class WrittenBody:
+    """A body written from a worker thread: ``write`` is called with a function that
+    sends one chunk to the client's socket as it is, so a chunk may be a view into
+    the store's map, valid only while ``write`` holds its read transaction."""
+
+    write: Callable[[SendChunk], None]
+
+
 @attrs.frozen
 class Response:
     status: int
-    body: bytes | AsyncIterator[bytes] = b""
+    body: bytes | AsyncIterator[bytes] | WrittenBody = b""
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     #: For a streamed body: its length when known (sent as Content-Length rather
@@ -272,12 +289,15 @@ async def _send_response(
         await _send(stream, connection, h11.Data(data=response.body))
     else:
         try:
-            async for chunk in response.body:
-                if chunk:
-                    # Passed through h11 as it is: no copy of the body.
-                    data = h11.Data(data=chunk)
-                    for part in connection.send_with_data_passthrough(data) or ():
-                        await stream.send(part)
+            if isinstance(response.body, WrittenBody):
+                await _write_from_thread(stream, connection, response.body)
+            else:
+                async for chunk in response.body:
+                    if chunk:
+                        # Passed through h11 as it is: no copy of the body.
+                        data = h11.Data(data=chunk)
+                        for part in connection.send_with_data_passthrough(data) or ():
+                            await stream.send(part)
         except Exception as exc:
             # Too late for a status: closing the connection mid-body is how the
             # client learns, and falls back.
@@ -291,6 +311,33 @@ async def _send_response(
                 with anyio.CancelScope(shield=True):
                     await aclose()
     await _send(stream, connection, h11.EndOfMessage())
+
+
+async def _write_from_thread(
+    stream: anyio.abc.ByteStream, connection: h11.Connection, body: WrittenBody
+) -> None:
+    """Let a worker thread send ``body`` on the stream's socket.
+
+    Nothing sent earlier is still buffered: anyio's streams wait, on every send,
+    until the transport's buffer is empty. While the thread sends, the event loop
+    does not touch the connection.
+    """
+    # asyncio lends out a wrapper of its socket that cannot send: wrap the same
+    # descriptor, and let go of it after, so that closing stays asyncio's business.
+    lent = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    sock = socket.socket(fileno=lent.fileno())
+
+    def send(chunk: memoryview) -> None:
+        # h11 counts the bytes against Content-Length and hands the chunk back
+        # untouched; it never needs the chunk to be ``bytes``.
+        data = h11.Data(data=cast(bytes, chunk))
+        for part in connection.send_with_data_passthrough(data) or ():
+            send_all(sock, part, _BODY_TIMEOUT)
+
+    try:
+        await anyio.to_thread.run_sync(body.write, send)
+    finally:
+        sock.detach()
 
 
 async def _open_tunnel(

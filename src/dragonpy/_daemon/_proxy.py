@@ -21,7 +21,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlencode, urlsplit
 
@@ -38,7 +38,7 @@ from .._pieces import pieces_covering
 from .._scheduler import Priority
 from .._storage import PieceStore
 from .._task import Task
-from .._web import Request, Response, text
+from .._web import Request, Response, SendChunk, WrittenBody, text
 from ._swarm import SwarmDownload
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ class RegistryMirror:
             )
             self.daemon.metrics.bytes.labels("local").inc(max(served, 0))
         if wanted is None:
-            body = self._stream(swarm, record, 0, length - 1)
+            body = self._body(swarm, record, 0, length - 1)
             return Response(200, body, "application/octet-stream", extra, length)
         start, end = wanted
         if start >= length:
@@ -247,7 +247,7 @@ class RegistryMirror:
                 (*extra, ("Content-Range", f"bytes */{length}")),
             )
         end = min(end, length - 1)
-        body = self._stream(swarm, record, start, end)
+        body = self._body(swarm, record, start, end)
         content_range = ("Content-Range", f"bytes {start}-{end}/{length}")
         return Response(
             206,
@@ -257,21 +257,23 @@ class RegistryMirror:
             end - start + 1,
         )
 
-    async def _stream(
+    def _body(
         self, swarm: SwarmDownload | None, record: Task, start: int, end: int
+    ) -> AsyncIterator[bytes] | WrittenBody:
+        """Bytes ``start``..``end`` of the task: sent straight from the store when
+        it holds them all (``swarm`` is None), else each piece once it is stored."""
+        if swarm is None:
+            store = self.daemon.store
+            write = functools.partial(_send_stored, store, record, start, end)
+            return WrittenBody(write)
+        return self._stream(swarm, record, start, end)
+
+    async def _stream(
+        self, swarm: SwarmDownload, record: Task, start: int, end: int
     ) -> AsyncIterator[bytes]:
-        """Bytes ``start``..``end`` of the task, each piece once it is stored
-        (``swarm`` is None when the store holds them all)."""
-        numbers = pieces_covering(
-            record.content_length, record.piece_length, start, end
-        )
-        for number in numbers:
-            if swarm is not None:
-                with anyio.fail_after(self.config.stall_timeout):
-                    await swarm.wait_for_piece(number)
-            offset = number * record.piece_length
-            low = max(start, offset) - offset
-            high = min(end + 1, offset + record.piece_length) - offset
+        for number, low, high in _spans(record, start, end):
+            with anyio.fail_after(self.config.stall_timeout):
+                await swarm.wait_for_piece(number)
             for at in range(low, high, _STREAM_CHUNK):
                 yield await anyio.to_thread.run_sync(
                     _read,
@@ -398,12 +400,39 @@ async def _pipe_both(
         group.start_soon(pipe, upstream, client)
 
 
+def _spans(record: Task, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """The pieces holding bytes ``start``..``end`` of the task, each with the span
+    of it that falls in the range (``low``..``high``, exclusive, within the piece)."""
+    length = record.piece_length
+    for number in pieces_covering(record.content_length, length, start, end):
+        offset = number * length
+        low = max(start, offset) - offset
+        yield number, low, min(end + 1, offset + length) - offset
+
+
 def _read(store: PieceStore, task_id: str, number: int, low: int, high: int) -> bytes:
     """Bytes ``low``..``high`` (exclusive) of a stored piece."""
     with store.read_piece(task_id, number) as view:
-        if view is None or len(view) < high:
-            raise StoreError(f"piece {number} of {task_id} left the store")
-        return bytes(view[low:high])
+        return bytes(_stored_span(view, task_id, number, low, high))
+
+
+def _send_stored(
+    store: PieceStore, record: Task, start: int, end: int, send: SendChunk
+) -> None:
+    """Send bytes ``start``..``end`` of a stored task from the store's map, each
+    piece while its read transaction holds it (from a worker thread)."""
+    for number, low, high in _spans(record, start, end):
+        with store.read_piece(record.id, number) as view:
+            send(_stored_span(view, record.id, number, low, high))
+
+
+def _stored_span(
+    view: memoryview | None, task_id: str, number: int, low: int, high: int
+) -> memoryview:
+    """Bytes ``low``..``high`` of a piece as the store gave it (None: not held)."""
+    if view is None or len(view) < high:
+        raise StoreError(f"piece {number} of {task_id} left the store")
+    return view[low:high]
 
 
 async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:

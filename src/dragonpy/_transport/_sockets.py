@@ -1,12 +1,15 @@
-"""Listening and accepting for piece servers: non-blocking sockets on anyio.
+"""Non-blocking sockets on anyio: listening and accepting for the piece servers, and
+sending from worker threads.
 
-Both servers drive raw sockets (reads on the event loop, sends from worker threads),
-so they listen and accept here rather than through anyio's stream listeners.
+Both piece servers drive raw sockets (reads on the event loop, sends from worker
+threads), so they listen and accept here rather than through anyio's stream
+listeners; the mirror sends stored blobs the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import socket
 
 import anyio
@@ -50,3 +53,20 @@ async def accept(listener: socket.socket) -> tuple[socket.socket, str]:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, f"{address[0]}:{address[1]}"
+
+
+def send_all(sock: socket.socket, data: bytes | memoryview, timeout: float) -> None:
+    """``sendall`` for a non-blocking socket, from a worker thread, without copies."""
+    view = memoryview(data)
+    poller: select.poll | None = None
+    while view:
+        try:
+            sent = sock.send(view)
+        except (BlockingIOError, InterruptedError):
+            if poller is None:
+                poller = select.poll()
+                poller.register(sock, select.POLLOUT)
+            if not poller.poll(timeout * 1000):
+                raise TimeoutError(f"peer read nothing for {timeout:g} s") from None
+            continue
+        view = view[sent:]

@@ -19,7 +19,7 @@ from ..._pieces import Piece
 from ..._storage import PieceStore
 from .._base import PieceServer
 from .._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits
-from .._sockets import accept, listen
+from .._sockets import accept, listen, send_all
 from ._wire import (
     CAP_ZSTD,
     FLAG_ZSTD,
@@ -38,7 +38,6 @@ from ._wire import (
     FrameType,
     encode_error,
     encode_frame,
-    send_all,
 )
 
 logger = logging.getLogger("dragonpy.transport.tcp")

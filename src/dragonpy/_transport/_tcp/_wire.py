@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import enum
-import select
-import socket
 import struct
 from typing import Final, TypeVar
 
@@ -72,20 +70,3 @@ def encode_get(request_id: int, task_id: str, number: int) -> bytes:
     encoded = task_id.encode()
     body = GET.pack(number, len(encoded)) + encoded
     return encode_frame(FrameType.GET, request_id, body)
-
-
-def send_all(sock: socket.socket, data: bytes | memoryview, timeout: float) -> None:
-    """``sendall`` for a non-blocking socket, from a worker thread, without copies."""
-    view = memoryview(data)
-    poller: select.poll | None = None
-    while view:
-        try:
-            sent = sock.send(view)
-        except (BlockingIOError, InterruptedError):
-            if poller is None:
-                poller = select.poll()
-                poller.register(sock, select.POLLOUT)
-            if not poller.poll(timeout * 1000):
-                raise TimeoutError(f"peer read nothing for {timeout:g} s") from None
-            continue
-        view = view[sent:]
