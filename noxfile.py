@@ -11,7 +11,12 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.default_venv_backend = "venv"
 
 PYTHON = "3.11"
-TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "opentelemetry-sdk>=1.25",
+]
 
 
 def install_compiled_wheel(session: nox.Session) -> None:

@@ -88,11 +88,13 @@ class Process:
 class Scheduler(Process):
     def __init__(self, workdir: Path, *extra: str) -> None:
         self.port = free_port()
+        self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         argv = [
             "scheduler",
             "--listen=127.0.0.1",
             f"--port={self.port}",
+            f"--metrics-port={self.metrics_port}",
             "--log-level=debug",
             *SCHEDULER_OPTIONS,
             *extra,

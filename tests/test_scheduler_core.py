@@ -841,6 +841,9 @@ def test_a_silent_host_goes_with_its_peers_and_empty_tasks(
         "pieces_from_origin": 0,
         "pieces_from_peers": 0,
         "origin_repeats": 0,
+        "fetchers_chosen": 1,
+        "seed_triggers": 0,
+        "promotions": 0,
     }
 
 
@@ -917,6 +920,23 @@ def test_versions_grow_and_are_announced_when_a_view_may_change(
     assert calls.changes[-1] == "t2"
 
 
+def test_statistics_count_the_decisions_that_go_to_the_origin(
+    scheduler: Scheduler, clock: Clock
+) -> None:
+    announce(scheduler, "s1", seed=True)
+    announce(scheduler, "h1")
+    scheduler.register_peer(registration("p1", "h1"))
+    clock.advance(SchedulerConfig().seed_timeout + 0.1)
+    announce(scheduler, "s1", "h1")
+    scheduler.tick()  # the seed never registered: p1 takes over
+
+    statistics = scheduler.statistics()
+    assert scheduler.view("p1").role is Role.FETCHER
+    assert statistics["seed_triggers"] == 1
+    assert statistics["promotions"] == 1
+    assert statistics["fetchers_chosen"] == 1
+
+
 def test_statistics_count_pieces_by_source(scheduler: Scheduler) -> None:
     start_task(scheduler, "p1", origin_pieces=(0, 1))
     announce(scheduler, "s1", seed=True)
@@ -932,6 +952,9 @@ def test_statistics_count_pieces_by_source(scheduler: Scheduler) -> None:
         "pieces_from_origin": 4,
         "pieces_from_peers": 2,
         "origin_repeats": 1,
+        "fetchers_chosen": 1,
+        "seed_triggers": 0,
+        "promotions": 0,
     }
 
 

@@ -14,6 +14,7 @@ from dragonpy._transport import TRANSPORTS
 
 from ._common import parse_size, store_options
 from ._serve import configure_logging, log_level_option, run_until_signalled
+from ._tracing import configure_tracing, otlp_option
 
 
 @click.command()
@@ -113,6 +114,7 @@ from ._serve import configure_logging, log_level_option, run_until_signalled
     show_default=True,
     help="Seconds without the scheduler before going to the origin directly.",
 )
+@otlp_option
 @log_level_option
 def daemon(
     store_dir: Path,
@@ -140,10 +142,12 @@ def daemon(
     location: str,
     piece_timeout: float,
     fallback_after: float,
+    otlp_endpoint: str | None,
     log_level: str,
 ) -> None:
     """Serve pieces to peers and download through the swarm."""
     configure_logging(log_level)
+    configure_tracing("dragonpy-daemon", otlp_endpoint)
     try:
         config = DaemonConfig(
             store_dir=store_dir,

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Final, TypeVar
 
 import httpx
+from opentelemetry import trace
 
 from .._errors import DragonpyError
+from .._telemetry import child_span, inject_headers
 from ._messages import (
     AnnounceReply,
     HostAnnounce,
@@ -18,6 +20,7 @@ from ._messages import (
     SeedTriggers,
     decode,
     encode,
+    route_of,
 )
 
 __all__ = [
@@ -109,14 +112,23 @@ class SchedulerClient:
         wait: float = 0.0,
     ) -> bytes:
         read = self.timeout + (wait + _POLL_SLACK if wait else 0.0)
+        span = child_span(
+            f"scheduler {method} {route_of(path)}",
+            trace.SpanKind.CLIENT,
+            {"server.address": self.address},
+        )
+        headers: dict[str, str] = {}
         try:
-            response = await self._http.request(
-                method,
-                path,
-                content=body,
-                params=params,
-                timeout=httpx.Timeout(self.timeout, read=read),
-            )
+            with span:
+                inject_headers(headers)
+                response = await self._http.request(
+                    method,
+                    path,
+                    content=body,
+                    params=params,
+                    headers=headers,
+                    timeout=httpx.Timeout(self.timeout, read=read),
+                )
         except httpx.HTTPError as exc:
             raise SchedulerUnreachable(
                 f"scheduler {self.address} did not answer {method} {path}: {exc!r}"

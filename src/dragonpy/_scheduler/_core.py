@@ -169,6 +169,10 @@ class Scheduler:
         self._from_origin = 0
         self._from_peers = 0
         self._origin_repeats = 0
+        # Decisions that send someone to the origin, for metrics.
+        self._fetchers_chosen = 0
+        self._seed_triggers = 0
+        self._promotions = 0
 
     # Hosts
 
@@ -338,6 +342,11 @@ class Scheduler:
             # Pieces fetched from the origin for a task that had already had them
             # from it: what a single fetcher per task is there to keep at zero.
             "origin_repeats": self._origin_repeats,
+            # Peers made fetchers (promotions included), seeds asked to fetch, and
+            # peers that took over from a fetcher or seed that went away.
+            "fetchers_chosen": self._fetchers_chosen,
+            "seed_triggers": self._seed_triggers,
+            "promotions": self._promotions,
         }
 
     # Lookups and liveness
@@ -512,6 +521,7 @@ class Scheduler:
         return max(self._seeds.values(), key=lambda host: _rendezvous(host.id, task.id))
 
     def _trigger(self, task: Task, seed: Host) -> None:
+        self._seed_triggers += 1
         task.seed_triggered = True
         task.seed_host_id = seed.id
         task.seed_deadline = self._clock() + self._config.seed_timeout
@@ -557,11 +567,13 @@ class Scheduler:
         if unfinished:
             best = max(unfinished, key=_fetcher_rank)
             logger.info("task %s: peer %s takes over as fetcher", task.id, best.id)
+            self._promotions += 1
             self._set_fetcher(task, best)
 
     def _set_fetcher(self, task: Task, peer: Peer) -> None:
         """Make ``peer`` the fetcher: it takes what the swarm holds from its peers,
         and the others take it as a parent on their next view."""
+        self._fetchers_chosen += 1
         task.fetcher = peer
         self._stop_waiting(task)
         self._evaluator.choose_parents(peer, self._clock())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from typing import Any, Final, TypeVar
 
 import attrs
@@ -41,10 +42,19 @@ __all__ = [
     "SeedTriggers",
     "decode",
     "encode",
+    "route_of",
 ]
 
 #: The longest a long poll may be held open, in seconds.
 MAX_POLL_TIMEOUT: Final = 60.0
+
+_ID_IN_PATH: Final = re.compile(r"^/(hosts|peers)/[^/]+")
+
+
+def route_of(path: str) -> str:
+    """An API path with its host or peer ID left out (``/peers/{id}/view``): names
+    for spans that do not grow with the swarm."""
+    return _ID_IN_PATH.sub(r"/\1/{id}", path)
 
 
 class Role(enum.Enum):

@@ -10,6 +10,7 @@ events.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Final, TypeVar
@@ -17,7 +18,9 @@ from typing import Final, TypeVar
 import anyio
 import anyio.abc
 import attrs
+from opentelemetry import trace
 
+from .._telemetry import extract_headers, tracer
 from .._web import Request, Response, Router, serve_tcp, text
 from ._core import Scheduler, SchedulerConfig, SchedulerError, UnknownHost, UnknownPeer
 from ._messages import (
@@ -31,9 +34,11 @@ from ._messages import (
     SeedTriggers,
     decode,
     encode,
+    route_of,
 )
+from ._metrics import DEFAULT_METRICS_PORT, SchedulerMetrics
 
-__all__ = ["DEFAULT_PORT", "SchedulerServer", "run_scheduler"]
+__all__ = ["DEFAULT_METRICS_PORT", "DEFAULT_PORT", "SchedulerServer", "run_scheduler"]
 
 logger = logging.getLogger("dragonpy.scheduler")
 
@@ -72,6 +77,9 @@ class SchedulerServer:
             on_change=self._task_changes.fire,
             on_trigger=self._trigger_changes.fire,
         )
+        self.metrics = SchedulerMetrics(self.scheduler)
+        #: The metrics port once listening, if metrics are served.
+        self.metrics_port: int | None = None
         self._task_of: dict[str, str] = {}
         # The last view sent to each peer, to hold polls until something changed.
         self._sent: dict[str, PeerView] = {}
@@ -92,12 +100,24 @@ class SchedulerServer:
         host: str = "0.0.0.0",
         port: int = DEFAULT_PORT,
         *,
+        metrics_port: int | None = None,
         task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
+        """Serve the API on ``host:port``, and ``GET /metrics`` on ``metrics_port``
+        unless it is None (0 for any free port, then in ``self.metrics_port``)."""
         async with anyio.create_task_group() as group:
             group.start_soon(self._tick_forever)
             bound = await group.start(serve_tcp, host, port, self._handle)
-            logger.info("scheduler listening on %s:%d", host, bound)
+            if metrics_port is not None:
+                self.metrics_port = await group.start(
+                    serve_tcp, host, metrics_port, self._serve_metrics
+                )
+            logger.info(
+                "scheduler listening on %s:%d, metrics %s",
+                host,
+                bound,
+                self.metrics_port or "off",
+            )
             task_status.started(bound)
 
     async def _tick_forever(self) -> None:
@@ -107,14 +127,39 @@ class SchedulerServer:
             self._forget_departed()
 
     async def _handle(self, request: Request) -> Response:
+        if request.path == "/healthy":
+            return await self.router(request)  # probes are not worth a span
+        with tracer.start_as_current_span(
+            f"scheduler {request.method} {route_of(request.path)}",
+            context=extract_headers(request.headers),
+            kind=trace.SpanKind.SERVER,
+        ):
+            return await self._answer(request)
+
+    async def _answer(self, request: Request) -> Response:
+        failures = self.metrics.failures
         try:
             return await self.router(request)
         except MessageError as exc:
+            failures.labels("bad_message").inc()
             return text(400, f"bad message: {exc}")
-        except (UnknownHost, UnknownPeer) as exc:
+        except UnknownHost as exc:
+            failures.labels("unknown_host").inc()
+            return text(404, str(exc))
+        except UnknownPeer as exc:
+            failures.labels("unknown_peer").inc()
             return text(404, str(exc))
         except SchedulerError as exc:
+            failures.labels("refused").inc()
             return text(422, str(exc))
+        except Exception:
+            failures.labels("internal").inc()
+            raise
+
+    async def _serve_metrics(self, request: Request) -> Response:
+        if request.path == "/metrics":
+            return Response(200, self.metrics.exposition(), self.metrics.content_type)
+        return text(404, "metrics are at /metrics")
 
     # Hosts
 
@@ -138,7 +183,9 @@ class SchedulerServer:
 
     async def _register(self, request: Request) -> Response:
         registration = decode(request.body, PeerRegister)
+        started = time.perf_counter()
         view = self.scheduler.register_peer(registration)
+        self.metrics.registrations.observe(time.perf_counter() - started)
         self._task_of[registration.peer_id] = registration.task_id
         self._sent.pop(registration.peer_id, None)
         return Response(200, encode(view))
@@ -155,7 +202,7 @@ class SchedulerServer:
         task_id = self._task_of.get(peer_id, "")
         deadline = anyio.current_time() + _poll_timeout(request)
         try:
-            view = self.scheduler.view(peer_id)
+            view = self._decide_view(peer_id)
         except UnknownPeer:
             self._forget_peer(peer_id)
             raise
@@ -165,12 +212,21 @@ class SchedulerServer:
             if left <= 0:
                 break
             await self._task_changes.wait(task_id, left)
-            view = self.scheduler.view(peer_id)
+            view = self._decide_view(peer_id)
         self._sent[peer_id] = view
         return Response(200, encode(view))
 
+    def _decide_view(self, peer_id: str) -> PeerView:
+        started = time.perf_counter()
+        view = self.scheduler.view(peer_id)
+        self.metrics.views.observe(time.perf_counter() - started)
+        return view
+
     async def _report(self, request: Request) -> Response:
-        self.scheduler.report(request.params[0], decode(request.body, PieceReport))
+        report = decode(request.body, PieceReport)
+        self.scheduler.report(request.params[0], report)
+        for failure in report.failures:
+            self.metrics.failures.labels(f"parent_{failure.kind.value}").inc()
         return Response(204)
 
     async def _finished(self, request: Request) -> Response:
@@ -234,7 +290,11 @@ def _query(request: Request, name: str, default: T, parse: Callable[[str], T]) -
 
 
 async def run_scheduler(
-    host: str, port: int, config: SchedulerConfig | None = None
+    host: str,
+    port: int,
+    config: SchedulerConfig | None = None,
+    *,
+    metrics_port: int | None = DEFAULT_METRICS_PORT,
 ) -> None:
     """Run a scheduler until cancelled (``dragonpy scheduler``)."""
-    await SchedulerServer(config).serve(host, port)
+    await SchedulerServer(config).serve(host, port, metrics_port=metrics_port)

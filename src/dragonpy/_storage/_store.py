@@ -76,6 +76,12 @@ class StoreStatistics:
     tasks: int
     high_watermark: int
     low_watermark: int
+    #: Tasks (and their bytes) this process removed to get under the watermarks,
+    #: and those it removed for being unused longer than the TTL.
+    evicted_tasks: int = 0
+    evicted_bytes: int = 0
+    expired_tasks: int = 0
+    expired_bytes: int = 0
 
 
 @attrs.frozen
@@ -136,6 +142,9 @@ class PieceStore:
         self.closed = False
         self._lease_counts: dict[str, int] = {}
         self._lease_lock = threading.Lock()
+        # Plain counters for metrics, bumped from worker threads.
+        self._removals = _Removals()
+        self._removals_lock = threading.Lock()
         keep_write_buffers()
         try:
             os.makedirs(directory, exist_ok=True)
@@ -353,15 +362,21 @@ class PieceStore:
 
         target = policy.capacity * policy.low - incoming
         evicted = []
+        freed = 0
         with self._write() as txn:
             used = decode_u64(txn.get(_TOTAL_BYTES, db=self._totals))
             for task_id in self._eviction_order(txn):
                 if used <= target:
                     break
-                used -= self._delete_pieces(txn, task_id)
+                size = self._delete_pieces(txn, task_id)
+                used -= size
+                freed += size
                 txn.delete(task_key(task_id), db=self._tasks)
                 txn.delete(task_key(task_id), db=self._access)
                 evicted.append(task_id)
+        with self._removals_lock:
+            self._removals.evicted_tasks += len(evicted)
+            self._removals.evicted_bytes += freed
         return evicted
 
     def collect_garbage(self, now: float | None = None) -> list[str]:
@@ -369,15 +384,19 @@ class PieceStore:
         now = time.time() if now is None else now
         cutoff_ms = int((now - self.policy.task_ttl) * 1000)
         expired = []
+        freed = 0
         with self._write() as txn:
             for task_id in self._eviction_order(txn):
                 if decode_u64(txn.get(task_key(task_id), db=self._access)) >= cutoff_ms:
                     break
-                self._delete_pieces(txn, task_id)
+                freed += self._delete_pieces(txn, task_id)
                 txn.delete(task_key(task_id), db=self._tasks)
                 txn.delete(task_key(task_id), db=self._access)
                 expired.append(task_id)
             self._delete_dead_leases(txn)
+        with self._removals_lock:
+            self._removals.expired_tasks += len(expired)
+            self._removals.expired_bytes += freed
         return expired + self.make_room()
 
     def statistics(self) -> StoreStatistics:
@@ -385,6 +404,8 @@ class PieceStore:
         with self._read() as txn:
             used = decode_u64(txn.get(_TOTAL_BYTES, db=self._totals))
             tasks = txn.stat(self._tasks)["entries"]
+        with self._removals_lock:
+            removals = attrs.asdict(self._removals)
         return StoreStatistics(
             path=self.directory,
             capacity=policy.capacity,
@@ -392,6 +413,7 @@ class PieceStore:
             tasks=tasks,
             high_watermark=int(policy.capacity * policy.high),
             low_watermark=int(policy.capacity * policy.low),
+            **removals,
         )
 
     def sync(self) -> None:
@@ -498,6 +520,14 @@ class PieceStore:
             if _process_start(pid) == decode_u64(value):
                 live.add(bytes(key[:-5]).decode())
         return live
+
+
+@attrs.define
+class _Removals:
+    evicted_tasks: int = 0
+    evicted_bytes: int = 0
+    expired_tasks: int = 0
+    expired_bytes: int = 0
 
 
 def _changed(old: Task, new: Task) -> bool:

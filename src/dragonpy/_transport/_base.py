@@ -12,16 +12,27 @@ every one passes the conformance suite in ``tests/test_transports.py``.
 from __future__ import annotations
 
 import abc
+import contextlib
+import time
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import anyio.abc
+from opentelemetry import context, trace
 
 from .._errors import PieceNotFound, TransportError
 from .._pieces import Piece
 from .._storage import PieceStore
+from .._telemetry import LatencyHistogram, tracer
 from ._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits, UploadThrottle
 
-__all__ = ["PieceClient", "PieceNotFound", "PieceServer", "TransportError"]
+__all__ = [
+    "PieceClient",
+    "PieceNotFound",
+    "PieceServer",
+    "TransportError",
+    "fetch_span",
+]
 
 
 class PieceClient(abc.ABC):
@@ -43,6 +54,23 @@ class PieceClient(abc.ABC):
         """Close connections to parents."""
 
 
+def fetch_span(
+    transport: str, address: str, task_id: str, number: int
+) -> contextlib.AbstractContextManager[trace.Span]:
+    """The span of one piece fetched from a parent; the transport sends its context
+    along, so the parent's ``piece upload`` span joins the trace."""
+    return tracer.start_as_current_span(
+        "piece fetch",
+        kind=trace.SpanKind.CLIENT,
+        attributes={
+            "dragonpy.task_id": task_id,
+            "dragonpy.piece": number,
+            "dragonpy.transport": transport,
+            "server.address": address,
+        },
+    )
+
+
 class PieceServer(abc.ABC):
     """Serves the pieces of a store to other peers."""
 
@@ -53,6 +81,30 @@ class PieceServer(abc.ABC):
     ) -> None:
         self.store = store
         self.throttle = UploadThrottle(limits)
+        #: Seconds from a piece request's turn to its last byte handed to the
+        #: socket, waits for a slot or for bandwidth included.
+        self.upload_latency = LatencyHistogram()
+
+    @contextlib.asynccontextmanager
+    async def upload(
+        self, task_id: str, number: int, parent: context.Context | None
+    ) -> AsyncIterator[None]:
+        """Answer one piece request within the upload limits: a span (a child of
+        the requester's, whose context came with the request) and its latency."""
+        began = time.monotonic()
+        with tracer.start_as_current_span(
+            "piece upload",
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "dragonpy.task_id": task_id,
+                "dragonpy.piece": number,
+                "dragonpy.transport": self.name,
+            },
+        ):
+            async with self.throttle.slot():
+                yield
+        self.upload_latency.observe(time.monotonic() - began)
 
     def describe_missing(self, task_id: str, number: int) -> str:
         """The error message for a piece the store cannot serve."""

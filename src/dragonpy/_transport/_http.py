@@ -35,7 +35,8 @@ from .._errors import StoreError
 from .._http11 import HeadError, StaleConnection, TruncatedBody, read_body, read_head
 from .._pieces import MIB, Piece
 from .._storage import PieceStore
-from ._base import PieceClient, PieceNotFound, PieceServer, TransportError
+from .._telemetry import extract_headers, inject_headers
+from ._base import PieceClient, PieceNotFound, PieceServer, TransportError, fetch_span
 from ._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits
 from ._sockets import accept, listen
 
@@ -215,8 +216,14 @@ class _Connection:
             return
 
         task_id, number = match[1].decode(), int(match[2])
+        parent = extract_headers(
+            {
+                name.decode("latin-1"): value.decode("latin-1")
+                for name, value in request.headers
+            }
+        )
         try:
-            async with self._server.throttle.slot():
+            async with self._server.upload(task_id, number, parent):
                 await anyio.to_thread.run_sync(
                     self._send_piece, task_id, number, close, limiter=self._threads
                 )
@@ -375,14 +382,15 @@ class HttpPieceClient(PieceClient):
     async def fetch(
         self, address: str, task_id: str, number: int
     ) -> tuple[Piece, bytes | bytearray]:
-        call = _Call(self, address, task_id, number)
-        try:
-            return await anyio.to_thread.run_sync(
-                call.run, abandon_on_cancel=True, limiter=self._threads
-            )
-        except anyio.get_cancelled_exc_class():
-            call.abort()
-            raise
+        with fetch_span(self.name, address, task_id, number):
+            call = _Call(self, address, task_id, number)
+            try:
+                return await anyio.to_thread.run_sync(
+                    call.run, abandon_on_cancel=True, limiter=self._threads
+                )
+            except anyio.get_cancelled_exc_class():
+                call.abort()
+                raise
 
     async def aclose(self) -> None:
         with self._lock:
@@ -428,9 +436,14 @@ class _Call:
         self._address = address
         self._task_id = task_id
         self._number = number
+        # Made on the event loop, inside the fetch's span: its trace context goes
+        # along.
+        trace: dict[str, str] = {}
+        inject_headers(trace)
+        extra = "".join(f"{name}: {value}\r\n" for name, value in trace.items())
         self._request = (
             f"GET {piece_path(task_id, number)} HTTP/1.1\r\n"
-            f"Host: {address}\r\nAccept-Encoding: identity\r\n\r\n"
+            f"Host: {address}\r\nAccept-Encoding: identity\r\n{extra}\r\n"
         ).encode("ascii")
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None

@@ -14,8 +14,10 @@ import attrs
 import zstandard
 
 from ..._pieces import MAX_PIECE_LENGTH, Piece
-from .._base import PieceClient, PieceNotFound, TransportError
+from ..._telemetry import traceparent
+from .._base import PieceClient, PieceNotFound, TransportError, fetch_span
 from ._wire import (
+    CAP_TRACE,
     CAP_ZSTD,
     ERROR,
     FLAG_ZSTD,
@@ -85,7 +87,7 @@ class TcpPieceClient(PieceClient):
             read_timeout=read_timeout,
             connections=connections_per_parent,
             depth=pipeline_depth,
-            capabilities=CAP_ZSTD if compression else 0,
+            capabilities=(CAP_ZSTD if compression else 0) | CAP_TRACE,
             max_piece_length=max_piece_length,
         )
         self._pools: dict[str, _Pool] = {}
@@ -104,7 +106,8 @@ class TcpPieceClient(PieceClient):
         pool = self._pools.get(address)
         if pool is None:
             pool = self._pools[address] = _Pool(address, self._options)
-        return await pool.fetch(task_id, number)
+        with fetch_span(self.name, address, task_id, number):
+            return await pool.fetch(task_id, number)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -174,11 +177,15 @@ class _Pool:
         return len(self._connections) < self.options.connections
 
     async def _open(self) -> _ClientConnection:
-        sock, compress, depth = await anyio.to_thread.run_sync(
+        sock, capabilities, depth = await anyio.to_thread.run_sync(
             _connect, self.address, self.options
         )
         connection = _ClientConnection(
-            sock, self.address, compress, min(depth, self.options.depth), self.options
+            sock,
+            self.address,
+            capabilities,
+            min(depth, self.options.depth),
+            self.options,
         )
         self._connections.append(connection)
         return connection
@@ -192,13 +199,15 @@ class _ClientConnection:
         self,
         sock: socket.socket,
         address: str,
-        compress: bool,
+        capabilities: int,
         depth: int,
         options: _ClientOptions,
     ) -> None:
         self.sock = sock
         self.address = address
-        self.compress = compress
+        self.compress = bool(capabilities & CAP_ZSTD)
+        # Parents from before trace contexts take GETs without one.
+        self.trace = bool(capabilities & CAP_TRACE)
         self.depth = depth
         self.options = options
         self.load = 0
@@ -215,7 +224,8 @@ class _ClientConnection:
         self.load += 1
         self._waiting.add(request_id)
         try:
-            await self._send(encode_get(request_id, task_id, number))
+            trace = traceparent() if self.trace else ""
+            await self._send(encode_get(request_id, task_id, number, trace))
             response = await self._receive(request_id)
         except BaseException:
             if request_id not in self._ready and self.broken is None:
@@ -343,8 +353,9 @@ def _split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _connect(address: str, options: _ClientOptions) -> tuple[socket.socket, bool, int]:
-    """Connect and exchange HELLOs; the socket, whether zstd is on, and the depth."""
+def _connect(address: str, options: _ClientOptions) -> tuple[socket.socket, int, int]:
+    """Connect and exchange HELLOs; the socket, the capabilities accepted, and the
+    depth."""
     host, port = _split_address(address)
     try:
         sock = socket.create_connection((host, port), timeout=options.connect_timeout)
@@ -375,7 +386,7 @@ def _connect(address: str, options: _ClientOptions) -> tuple[socket.socket, bool
     except BaseException:
         sock.close()
         raise
-    return sock, bool(capabilities & CAP_ZSTD), depth
+    return sock, capabilities, depth
 
 
 def _read_hello_ack(sock: socket.socket, address: str) -> tuple[int, int]:

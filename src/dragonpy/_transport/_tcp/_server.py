@@ -17,11 +17,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..._errors import StoreError
 from ..._pieces import Piece
 from ..._storage import PieceStore
+from ..._telemetry import context_from_traceparent
 from .._base import PieceServer
 from .._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits
 from .._sockets import accept, listen, send_all
 from ._wire import (
+    CAP_TRACE,
     CAP_ZSTD,
+    FLAG_TRACE,
     FLAG_ZSTD,
     GET,
     HEADER,
@@ -60,6 +63,8 @@ class _Get:
     request_id: int
     task_id: str
     number: int
+    #: The requester's W3C trace context, or "".
+    traceparent: str = ""
 
 
 @attrs.frozen
@@ -107,7 +112,7 @@ class TcpPieceServer(PieceServer):
         self.max_connections = max_connections
         self.max_in_flight = max_in_flight
         self.idle_timeout = idle_timeout
-        self.capabilities = CAP_ZSTD if compression else 0
+        self.capabilities = (CAP_ZSTD if compression else 0) | CAP_TRACE
         self.compression_level = compression_level
         self._send_threads = anyio.CapacityLimiter(SEND_THREADS)
         self._accepted = self._open = self._refused = 0
@@ -214,7 +219,7 @@ class _ServerConnection:
 
     async def _hello(self, replies: MemoryObjectSendStream[_Reply]) -> None:
         try:
-            kind, request_id, body = await self._read_frame()
+            kind, _, request_id, body = await self._read_frame()
         except EOFError:
             raise _Closed("closed before HELLO") from None
         if kind != FrameType.HELLO or len(body) < HELLO.size:
@@ -238,20 +243,20 @@ class _ServerConnection:
     async def _read_request(self, replies: MemoryObjectSendStream[_Reply]) -> bool:
         """Read and queue one request; False once the peer has finished sending."""
         try:
-            kind, request_id, body = await self._read_frame()
+            kind, flags, request_id, body = await self._read_frame()
         except EOFError:
             return False
 
         if kind == FrameType.GET:
             try:
-                task_id, number = _parse_get(body)
+                task_id, number, traceparent = _parse_get(body, flags)
             except _BadRequest as exc:
                 logger.debug("tcp: bad request from %s: %s", self.peer, exc)
                 error = encode_error(request_id, ErrorCode.BAD_REQUEST, str(exc))
                 await replies.send(_Raw(error))
                 return True
             self.in_flight += 1
-            await replies.send(_Get(request_id, task_id, number))
+            await replies.send(_Get(request_id, task_id, number, traceparent))
         elif kind == FrameType.HELLO:
             raise _Fatal(ErrorCode.PROTOCOL, "HELLO sent twice", request_id)
         else:
@@ -261,10 +266,11 @@ class _ServerConnection:
             await replies.send(_Raw(error))
         return True
 
-    async def _read_frame(self) -> tuple[int, int, bytes]:
-        """The next frame's type, request ID and body; EOFError between frames."""
+    async def _read_frame(self) -> tuple[int, int, int, bytes]:
+        """The next frame's type, flags, request ID and body; EOFError between
+        frames."""
         header = await self._receive(HEADER.size, between_frames=True)
-        kind, _, _, request_id, length = HEADER.unpack(header)
+        kind, flags, _, request_id, length = HEADER.unpack(header)
         if length > MAX_REQUEST_BODY:
             raise _Fatal(
                 ErrorCode.FRAME_TOO_LARGE,
@@ -272,7 +278,7 @@ class _ServerConnection:
                 request_id,
             )
         body = await self._receive(length, between_frames=False)
-        return kind, request_id, body
+        return kind, flags, request_id, body
 
     async def _receive(self, size: int, *, between_frames: bool) -> bytes:
         buffer = bytearray(size)
@@ -325,7 +331,8 @@ class _ServerConnection:
         # Only answers to GET take an upload slot: other frames are a few bytes.
         slot: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
         if isinstance(reply, _Get):
-            slot = self.server.throttle.slot()
+            parent = context_from_traceparent(reply.traceparent)
+            slot = self.server.upload(reply.task_id, reply.number, parent)
         try:
             async with slot:
                 sent, compressed = await anyio.to_thread.run_sync(
@@ -390,19 +397,26 @@ class _ServerConnection:
         return header + fields + digest, payload, bool(flags)
 
 
-def _parse_get(body: bytes) -> tuple[str, int]:
+def _parse_get(body: bytes, flags: int) -> tuple[str, int, str]:
+    """The task ID, piece number and trace context ("" without one) of a GET."""
     if len(body) < GET.size:
         raise _BadRequest(f"GET body of {len(body)} bytes is too short")
     number, id_length = GET.unpack_from(body)
+    end = GET.size + id_length
+    trace = b""
+    if flags & FLAG_TRACE:
+        # The task ID is followed by the trace context's length and the context.
+        if len(body) <= end or body[end] != len(body) - end - 1:
+            raise _BadRequest("the trace context does not end the GET body")
+        body, trace = body[:end], body[end + 1 :]
     if id_length == 0 or id_length != len(body) - GET.size:
         raise _BadRequest(
             f"task ID length {id_length} does not match a {len(body)}-byte GET body"
         )
     try:
-        task_id = body[GET.size :].decode()
+        return body[GET.size :].decode(), number, trace.decode("ascii")
     except UnicodeDecodeError:
-        raise _BadRequest("task ID is not UTF-8") from None
-    return task_id, number
+        raise _BadRequest("task ID or trace context is not text") from None
 
 
 async def _refuse(sock: socket.socket, peer: str) -> None:

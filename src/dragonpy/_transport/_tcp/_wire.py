@@ -12,8 +12,11 @@ VERSION: Final = 1
 MAGIC: Final = b"DPYT"
 #: Capability bits of HELLO and HELLO_ACK.
 CAP_ZSTD: Final = 0x1
+CAP_TRACE: Final = 0x2
 #: Flag bits of a PIECE frame.
 FLAG_ZSTD: Final = 0x1
+#: Flag bits of a GET frame: a trace context follows the task ID.
+FLAG_TRACE: Final = 0x1
 #: The largest body of a frame a client may send (HELLO, GET).
 MAX_REQUEST_BODY: Final = 4096
 #: The largest body of an ERROR or HELLO_ACK frame a client accepts.
@@ -66,7 +69,15 @@ def encode_error(request_id: int, code: ErrorCode, message: str) -> bytes:
     return encode_frame(FrameType.ERROR, request_id, body)
 
 
-def encode_get(request_id: int, task_id: str, number: int) -> bytes:
+def encode_get(
+    request_id: int, task_id: str, number: int, traceparent: str = ""
+) -> bytes:
+    """A GET, with a W3C ``traceparent`` when one is given (only to a server that
+    accepted ``CAP_TRACE``)."""
     encoded = task_id.encode()
     body = GET.pack(number, len(encoded)) + encoded
-    return encode_frame(FrameType.GET, request_id, body)
+    if not traceparent:
+        return encode_frame(FrameType.GET, request_id, body)
+    trace = traceparent.encode("ascii")
+    body += bytes((len(trace),)) + trace
+    return encode_frame(FrameType.GET, request_id, body, flags=FLAG_TRACE)
