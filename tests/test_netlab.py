@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +108,55 @@ def test_a_killed_run_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True)
     assert " dpk" not in links.stdout
     assert not any(Path(f"/proc/{pid}").exists() for pid in sleeping)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+TORRENT_CLIENT = [SYSTEM_PYTHON, str(ROOT / "benchmarks" / "_bittorrent.py")]
+
+
+def has_libtorrent() -> bool:
+    probe = [SYSTEM_PYTHON, "-c", "import libtorrent"]
+    return Path(SYSTEM_PYTHON).exists() and subprocess.run(probe).returncode == 0
+
+
+def wait_for(marker: Path, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until ``marker`` exists (the client's readiness signal) or the client ends."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert process.poll() is None, f"exited with {process.returncode}"
+        assert time.monotonic() < deadline, f"no {marker.name} after {timeout} s"
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(not has_libtorrent(), reason="python3-libtorrent is not installed")
+def test_a_torrent_seeded_on_one_host_is_downloaded_on_another(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The benchmark's BitTorrent contender: a v1 torrent with 1 MiB pieces, a
+    seeder, and a leecher given the seeder's address."""
+    seeder, leecher = lab.add_host("seeder"), lab.add_host("leecher")
+    data = os.urandom(5 * 1024 * 1024 + 3)
+    (tmp_path / "blob.bin").write_bytes(data)
+    torrent, ready, done = tmp_path / "t.torrent", tmp_path / "ready", tmp_path / "done"
+    created = subprocess.run(
+        [*TORRENT_CLIENT, "create", str(tmp_path / "blob.bin"), str(torrent),
+         "--piece-size=1048576"],
+    )  # fmt: skip
+    assert created.returncode == 0
+
+    seeding = seeder.spawn(
+        [*TORRENT_CLIENT, "seed", str(torrent), str(tmp_path),
+         f"--listen={seeder.ip}:6881", f"--ready={ready}"],
+    )  # fmt: skip
+    wait_for(ready, seeding, timeout=30)
+    leeching = leecher.spawn(
+        [*TORRENT_CLIENT, "leech", str(torrent), str(tmp_path / "got"),
+         f"--listen={leecher.ip}:6881", f"--done={done}",
+         f"--peer={seeder.ip}:6881"],
+    )  # fmt: skip
+    wait_for(done, leeching, timeout=60)
+
+    assert (tmp_path / "got" / "blob.bin").read_bytes() == data
+    assert seeder.traffic()[1] >= len(data)
+    leecher.stop_processes()
+    assert leeching.returncode == 0  # stopped by SIGTERM, cleanly

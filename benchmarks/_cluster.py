@@ -1,0 +1,406 @@
+"""What the multi-host scenarios share: the topologies, the origin, the contenders and
+the timing of a fan-out on a lab of network namespaces (``tests/netlab.py``).
+
+A contender is one way of getting the blob to every peer: dragonpy, every peer
+pulling from the origin, a central nginx cache, a BitTorrent swarm. Each knows how
+to set itself up on the lab, how to start one peer's download, how to tell that the
+download is finished and where it wrote the blob; ``run_peers`` starts the
+downloads, times them and checks the outputs, the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Final
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.netlab import Host
+
+from _origin import MIB, BenchmarkError, markdown_table
+
+#: Mbit/s: (origin up, peer up, peer down). Rates the two-core machine drives
+#: with CPU to spare; the ratios are those of 100/400 Mbit/s links.
+TOPOLOGIES: Final = {
+    "origin-limited": (40.0, 160.0, 160.0),
+    "swarm-limited": (160.0, 40.0, 160.0),
+}
+ROOT: Final = Path(__file__).resolve().parents[1]
+WORKDIR: Final = Path("/tmp/dragonpy-bench-cluster")
+NGINX_PORT: Final = 8080
+SCHEDULER_PORT: Final = 8002
+RUN_TIMEOUT: Final = 900.0
+#: The Python that has python3-libtorrent: Debian's, not the benchmark's venv.
+SYSTEM_PYTHON: Final = "/usr/bin/python3"
+
+_NGINX_CONF: Final = """\
+daemon off;
+user root;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    sendfile on;
+    access_log off;
+    default_type application/octet-stream;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+{http}
+    server {{
+        listen {ip}:{port};
+{server}
+    }}
+}}
+"""
+
+
+# Runs and their figures
+
+
+class Run:
+    """One contender's fan-out: how long each peer took, origin bytes, CPU."""
+
+    def __init__(self, contender: str, topology: str, peers: int) -> None:
+        self.contender = contender
+        self.topology = topology
+        self.peers = peers
+        self.finished: dict[str, float] = {}
+        self.origin_bytes = 0
+        self.cpu_seconds = 0.0
+
+    def summary(self, size: int, bound: float | None = None) -> dict[str, Any]:
+        times = sorted(self.finished.values())
+        delivered = size * len(times) / 2**30
+        summary: dict[str, Any] = {
+            "contender": self.contender,
+            "topology": self.topology,
+            "peers": self.peers,
+            **timing(times),
+            "origin_bytes_vs_blob": round(self.origin_bytes / size, 2),
+            "cpu_s_per_gib": round(self.cpu_seconds / delivered, 1),
+            "finished_s": {name: round(t, 2) for name, t in self.finished.items()},
+        }
+        if bound is not None:
+            summary["bound_s"] = round(bound, 2)
+            summary["last_vs_bound"] = round(times[-1] / bound, 2)
+        return summary
+
+
+def timing(seconds: Sequence[float]) -> dict[str, float]:
+    """First, median and last of some completion times."""
+    times = sorted(seconds)
+    return {
+        "first_s": round(times[0], 2),
+        "p50_s": round(times[len(times) // 2], 2),
+        "last_s": round(times[-1], 2),
+    }
+
+
+def children_cpu() -> float:
+    """CPU seconds of the processes started and waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def print_and_write(
+    path: Path, columns: Sequence[str], results: list[dict[str, Any]], **record: Any
+) -> None:
+    """The results as a Markdown table on stdout, and with ``record`` as JSON."""
+    print()
+    rows = [[str(result.get(column, "")) for column in columns] for result in results]
+    print(markdown_table(columns, rows))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {**record, "date": time.strftime("%Y-%m-%d"), "runs": results}
+    path.write_text(json.dumps(record, indent=2))
+    print(f"\nwritten to {path}")
+
+
+# Contenders
+
+
+class Contender:
+    """One way to get the blob to the peers. ``source`` is the host whose uplink
+    serves the original bytes (the origin, or the BitTorrent seeder)."""
+
+    name: str
+    source: Host
+
+    def running(self, peers: list[Host]) -> AbstractContextManager[None]:
+        """Servers that must run while ``peers`` download (none by default)."""
+        return nullcontext()
+
+    def spawn(self, peer: Host) -> subprocess.Popen[bytes]:
+        raise NotImplementedError
+
+    def done(self, peer: Host, process: subprocess.Popen[bytes]) -> bool:
+        """Whether ``peer`` has the blob; by default, when its process ended."""
+        code = process.poll()
+        if code is not None and code != 0:
+            raise BenchmarkError(f"{self.name} on {peer.name}: exited with {code}")
+        return code is not None
+
+    def output(self, peer: Host) -> Path:
+        return WORKDIR / f"{peer.name}.out"
+
+
+class Direct(Contender):
+    """Every peer pulls the blob from the origin itself (the OCIv1 case)."""
+
+    name = "origin direct"
+
+    def __init__(self, origin: Host, url: str) -> None:
+        self.source = origin
+        self.url = url
+
+    def spawn(self, peer: Host) -> subprocess.Popen[bytes]:
+        return peer.spawn(["curl", "-sf", "-o", str(self.output(peer)), self.url])
+
+
+class Dragonpy(Contender):
+    """A scheduler and a daemon per peer; each peer runs ``dragonpy get``."""
+
+    name = "dragonpy"
+
+    def __init__(self, origin: Host, scheduler: Host, url: str) -> None:
+        self.source = origin
+        self.scheduler = scheduler
+        self.url = url
+
+    def running(self, peers: list[Host]) -> AbstractContextManager[None]:
+        return dragonpy_swarm(self.scheduler, peers)
+
+    def spawn(self, peer: Host) -> subprocess.Popen[bytes]:
+        argv = [
+            *DRAGONPY, "get", self.url, "-O", str(self.output(peer)),
+            f"--store={store_of(peer)}", "--json",
+        ]  # fmt: skip
+        log = WORKDIR / f"{peer.name}.get.log"
+        return peer.spawn(argv, log=log, env=dragonpy_env())
+
+
+DRAGONPY: Final = [sys.executable, "-m", "dragonpy_cli"]
+
+
+def dragonpy_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+
+
+def store_of(peer: Host) -> Path:
+    return WORKDIR / "stores" / peer.name
+
+
+@contextmanager
+def dragonpy_swarm(
+    scheduler: Host, peers: list[Host], daemon_args: Sequence[str] = ()
+) -> Iterator[None]:
+    """A scheduler, and a daemon on every peer, until the block ends."""
+    argv = [*DRAGONPY, "scheduler", "--port", str(SCHEDULER_PORT), "--keepalive", "1"]
+    processes = [
+        scheduler.spawn(argv, log=WORKDIR / "scheduler.log", env=dragonpy_env())
+    ]
+    try:
+        for peer in peers:
+            argv = [
+                *DRAGONPY, "daemon", f"--store={store_of(peer)}",
+                f"--ip={peer.ip}", f"--hostname={peer.name}",
+                f"--scheduler={scheduler.ip}:{SCHEDULER_PORT}", *daemon_args,
+            ]  # fmt: skip
+            log = WORKDIR / f"{peer.name}.log"
+            processes.append(peer.spawn(argv, log=log, env=dragonpy_env()))
+        for peer in peers:
+            _wait_healthy(peer)
+        yield
+    finally:
+        # Stopped, and so waited for, before the caller reads the CPU time.
+        for process in reversed(processes):
+            stop(process)
+
+
+def _wait_healthy(peer: Host) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        probe = ["curl", "-sf", "-o", "/dev/null", "http://127.0.0.1:4003/healthy"]
+        if peer.run(probe, timeout=5).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise BenchmarkError(f"the daemon on {peer.name} did not start")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# Running a contender
+
+
+def run_peers(
+    contender: Contender,
+    peers: list[Host],
+    topology: str,
+    *,
+    late: Sequence[Host] = (),
+    late_when: Callable[[], bool] | None = None,
+) -> Run:
+    """Start every peer's download at once, or ``late`` ones once ``late_when()``
+    holds; the seconds each took from its own start, origin bytes and CPU."""
+    run = Run(contender.name, topology, len(peers) + len(late))
+    clean_outputs([*peers, *late])
+    cpu = children_cpu()
+    with contender.running([*peers, *late]):
+        before = contender.source.traffic()[1]
+        run.finished = _time_downloads(contender, peers, late, late_when)
+        run.origin_bytes = contender.source.traffic()[1] - before
+    run.cpu_seconds = children_cpu() - cpu
+    check_outputs(contender, [*peers, *late])
+    return run
+
+
+def _time_downloads(
+    contender: Contender,
+    peers: Sequence[Host],
+    late: Sequence[Host],
+    late_when: Callable[[], bool] | None,
+) -> dict[str, float]:
+    began = time.monotonic()
+    started = {peer.name: began for peer in peers}
+    running = {peer.name: (peer, contender.spawn(peer)) for peer in peers}
+    waiting = list(late)
+    finished: dict[str, float] = {}
+    while running or waiting:
+        if waiting and (late_when is None or late_when()):
+            for peer in waiting:
+                started[peer.name] = time.monotonic()
+                running[peer.name] = (peer, contender.spawn(peer))
+            waiting = []
+        for name, (peer, process) in list(running.items()):
+            if contender.done(peer, process):
+                finished[name] = time.monotonic() - started[name]
+                del running[name]
+        if time.monotonic() - began > RUN_TIMEOUT:
+            raise BenchmarkError(f"still running after {RUN_TIMEOUT:g} s: {running}")
+        time.sleep(0.02)
+    return {peer.name: finished[peer.name] for peer in [*peers, *late]}
+
+
+def clean_outputs(hosts: Sequence[Host]) -> None:
+    shutil.rmtree(WORKDIR / "stores", ignore_errors=True)
+    for host in hosts:
+        (WORKDIR / f"{host.name}.out").unlink(missing_ok=True)
+    subprocess.run(["sync"], check=True)
+
+
+def check_outputs(contender: Contender, hosts: Sequence[Host]) -> None:
+    blob = blob_path()
+    size = blob.stat().st_size
+    for host in hosts:
+        written = contender.output(host).stat().st_size
+        if written != size:
+            raise BenchmarkError(f"{contender.name}: {host.name} wrote {written} bytes")
+    # Byte-for-byte on one peer; the sizes, and each contender's own digests
+    # (dragonpy's pieces, BitTorrent's), cover the rest.
+    if contender.output(hosts[-1]).read_bytes() != blob.read_bytes():
+        raise BenchmarkError(f"{contender.name}: {hosts[-1].name} wrote other bytes")
+
+
+# The origin, the blob and the bound
+
+
+def blob_path() -> Path:
+    return WORKDIR / "www" / "blob.bin"
+
+
+def make_blob(size: int) -> Path:
+    """The random blob every scenario distributes; one of the right size stays."""
+    blob = blob_path()
+    if not blob.exists() or blob.stat().st_size != size:
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(os.urandom(size))
+    return blob
+
+
+def start_nginx(host: Host, name: str, *, server: str, http: str = "") -> str:
+    """nginx on ``host``, port 8080, with ``server`` (and ``http``) directives;
+    its base URL."""
+    prefix = WORKDIR / name
+    shutil.rmtree(prefix, ignore_errors=True)
+    prefix.mkdir(parents=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        _NGINX_CONF.format(
+            prefix=prefix, ip=host.ip, port=NGINX_PORT, http=http, server=server
+        )
+    )
+    host.spawn(["nginx", "-c", str(conf), "-p", str(prefix)])
+    base = f"http://{host.ip}:{NGINX_PORT}"
+    _wait_answering(host, base)
+    return base
+
+
+def start_origin(origin: Host, blob: Path) -> str:
+    """nginx serving the blob's folder on ``origin``; the blob's URL."""
+    base = start_nginx(origin, "nginx", server=f"        root {blob.parent};")
+    return f"{base}/{blob.name}"
+
+
+def _wait_answering(host: Host, url: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if host.run(["curl", "-s", "-o", "/dev/null", url], timeout=5).returncode == 0:
+            return
+        time.sleep(0.05)
+    raise BenchmarkError(f"nginx on {host.name} did not answer")
+
+
+def measured_efficiency(sender: Host, receiver: Host) -> float:
+    """Goodput over the nominal rate of a tbf-shaped uplink (TCP, 8 MiB). The
+    sender's uplink is left shaped at 40 Mbit/s: shape it again afterwards."""
+    sender.shape(up_mbit=40, down_mbit=None)
+    python = [sys.executable, "-m", "tests._goodput"]
+    listening = subprocess.Popen(
+        ["ip", "netns", "exec", receiver.namespace, *python, "receive", "5201"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert listening.stdout is not None
+    listening.stdout.readline()
+    count = 8 * MIB
+    sender.run([*python, "send", receiver.ip, "5201", str(count)], timeout=60)
+    received, seconds = listening.communicate(timeout=60)[0].split()
+    return int(received) * 8 / float(seconds) / 40e6
+
+
+def lower_bound(size: int, peers: int, rates: Sequence[float]) -> float:
+    """Seconds for the last of ``peers`` to hold ``size`` bytes, with (origin up,
+    peer up, peer down) in Mbit/s of goodput (the fluid model)."""
+    origin_up, peer_up, peer_down = (rate * 1e6 / 8 for rate in rates)
+    return max(
+        size / origin_up,
+        size / peer_down,
+        peers * size / (origin_up + peers * peer_up),
+    )
+
+
+def shape_hosts(topology: str, origin: Host, peers: Sequence[Host]) -> None:
+    origin_up, peer_up, peer_down = TOPOLOGIES[topology]
+    origin.shape(up_mbit=origin_up, down_mbit=None)
+    for peer in peers:
+        peer.shape(up_mbit=peer_up, down_mbit=peer_down)
