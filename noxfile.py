@@ -69,11 +69,17 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench_cluster(session: nox.Session) -> None:
-    """Multi-host fan-out on network namespaces (needs root; see
-    benchmarks/cluster_fanout.py): ``nox -s bench_cluster -- --peers 4 8``."""
+    """Multi-host scenarios on network namespaces (needs root; see
+    benchmarks/cluster_*.py): ``nox -s bench_cluster -- --peers 4 8`` runs
+    cluster_fanout, ``nox -s bench_cluster -- cluster_late --peers 8`` another
+    script, and ``nox -s bench_cluster -- plot_cluster`` draws the plots."""
     session.run("bash", ".ci/install-services", "--bench", external=True)
     install_compiled_wheel(session)
-    session.run("python", "benchmarks/cluster_fanout.py", *session.posargs)
+    session.install("matplotlib>=3.6")
+    script, arguments = "cluster_fanout", list(session.posargs)
+    if arguments and not arguments[0].startswith("-"):
+        script, *arguments = arguments
+    session.run("python", f"benchmarks/{script}.py", *arguments)
 
 
 @nox.session(python=PYTHON)

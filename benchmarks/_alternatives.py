@@ -1,23 +1,30 @@
 """The contenders dragonpy is measured against besides direct pulls: a central
-pull-through cache (nginx ``proxy_cache``) and a BitTorrent swarm (libtorrent)."""
+pull-through cache (nginx ``proxy_cache``) and a BitTorrent swarm (libtorrent);
+and the lab that holds them all."""
 
 from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Final
 
-from tests.netlab import Host
+from tests.netlab import Host, Lab
 
 from _cluster import (
     ROOT,
     SYSTEM_PYTHON,
+    TOPOLOGIES,
     WORKDIR,
     Contender,
+    Direct,
+    Dragonpy,
+    measured_efficiency,
+    shape_hosts,
     start_nginx,
+    start_origin,
     stop,
 )
 from _origin import MIB, BenchmarkError
@@ -174,3 +181,48 @@ def _wait_for(marker: Path, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is not None or time.monotonic() > deadline:
             raise BenchmarkError("the seeder did not start: see bittorrent-seeder.log")
         time.sleep(0.02)
+
+
+#: Contender names, as the scripts' ``--contenders`` take them.
+CONTENDERS: Final = ("dragonpy", "direct", "cache", "bittorrent", "bittorrent-super")
+
+
+class FanOutLab:
+    """An origin (nginx serving the blob), a scheduler, a cache host, a BitTorrent
+    seeder and ``peers`` peers, shaped for ``topology``; every contender, by name.
+
+    ``efficiency`` is the goodput of a tbf-shaped link over its nominal rate,
+    measured on this lab before the shaping.
+    """
+
+    def __init__(
+        self,
+        lab: Lab,
+        topology: str,
+        peers: int,
+        blob: Path,
+        cache_uplink: float | None = None,
+    ) -> None:
+        nominal = TOPOLOGIES[topology]
+        self.origin = lab.add_host("origin")
+        scheduler = lab.add_host("sched")
+        cache = lab.add_host("cache")
+        seeder = lab.add_host("seeder")
+        self.peers = [lab.add_host(f"peer{n}") for n in range(peers)]
+        self.efficiency = measured_efficiency(self.peers[0], self.peers[1])
+        # Shaping is set after the probe: the probe replaced peer0's uplink.
+        shape_hosts(topology, self.origin, self.peers)
+        seeder.shape(up_mbit=nominal[0], down_mbit=None)
+        cache.shape(up_mbit=cache_uplink or max(nominal), down_mbit=None)
+        self.url = start_origin(self.origin, blob)
+        self.contenders: dict[str, Contender] = {
+            "dragonpy": Dragonpy(self.origin, scheduler, self.url),
+            "direct": Direct(self.origin, self.url),
+            "cache": CentralCache(self.origin, cache, self.url),
+            "bittorrent": BitTorrent(seeder, blob, super_seed=False),
+            "bittorrent-super": BitTorrent(seeder, blob, super_seed=True),
+        }
+
+    def goodput(self, topology: str) -> Sequence[float]:
+        """(origin up, peer up, peer down) in Mbit/s of TCP goodput."""
+        return [rate * self.efficiency for rate in TOPOLOGIES[topology]]

@@ -43,24 +43,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.netlab import Lab, can_build_labs
 
-from _alternatives import BitTorrent, CentralCache
+from _alternatives import CONTENDERS, FanOutLab
 from _cluster import (
     TOPOLOGIES,
     WORKDIR,
-    Contender,
-    Direct,
-    Dragonpy,
     lower_bound,
     make_blob,
-    measured_efficiency,
     print_and_write,
     run_peers,
-    shape_hosts,
-    start_origin,
 )
 from _origin import MIB, parse_size
 
-CONTENDERS: Final = ("dragonpy", "direct", "cache", "bittorrent", "bittorrent-super")
 COLUMNS: Final = [
     "topology", "peers", "contender", "first_s", "p50_s", "last_s", "bound_s",
     "last_vs_bound", "origin_bytes_vs_blob", "cpu_s_per_gib",
@@ -90,33 +83,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def fan_out(
     args: argparse.Namespace, topology: str, peers: int, blob: Path
 ) -> list[dict[str, Any]]:
-    nominal = TOPOLOGIES[topology]
+    results = []
     with Lab.open("dpb", "198.18.9") as lab:
-        origin = lab.add_host("origin")
-        scheduler = lab.add_host("sched")
-        cache = lab.add_host("cache")
-        seeder = lab.add_host("seeder")
-        hosts = [lab.add_host(f"peer{n}") for n in range(peers)]
-        efficiency = measured_efficiency(hosts[0], hosts[1])
-        # Shaping is set after the probe: the probe replaced peer0's uplink.
-        shape_hosts(topology, origin, hosts)
-        seeder.shape(up_mbit=nominal[0], down_mbit=None)
-        cache.shape(up_mbit=args.cache_uplink or max(nominal), down_mbit=None)
-        url = start_origin(origin, blob)
-
-        contenders: dict[str, Contender] = {
-            "dragonpy": Dragonpy(origin, scheduler, url),
-            "direct": Direct(origin, url),
-            "cache": CentralCache(origin, cache, url),
-            "bittorrent": BitTorrent(seeder, blob, super_seed=False),
-            "bittorrent-super": BitTorrent(seeder, blob, super_seed=True),
-        }
-        bound = lower_bound(args.size, peers, [r * efficiency for r in nominal])
-        results = []
+        built = FanOutLab(lab, topology, peers, blob, args.cache_uplink)
+        bound = lower_bound(args.size, peers, built.goodput(topology))
         for name in args.contenders:
-            run = run_peers(contenders[name], hosts, topology)
+            run = run_peers(built.contenders[name], built.peers, topology)
             summary = run.summary(args.size, bound)
-            summary["tbf_efficiency"] = round(efficiency, 3)
+            summary["tbf_efficiency"] = round(built.efficiency, 3)
             results.append(summary)
             print(json.dumps(summary), flush=True)
     return results
