@@ -96,6 +96,8 @@ class Daemon:
         self.store = open_store(config.store_dir, config.store_policy)
         self.backends = Backends(BackendOptions())
         self.metrics = DaemonMetrics()
+        self.metrics.watch_store(self.store)
+        self.metrics.watch_parents(self._parent_count)
         self.scheduler = (
             SchedulerClient(config.scheduler, timeout=config.scheduler_timeout)
             if config.scheduler
@@ -122,6 +124,8 @@ class Daemon:
         self.mirror = RegistryMirror(config.proxy, self)
         #: The mirror's port once listening (``config.proxy.port`` may be 0).
         self.proxy_port = config.proxy.port
+        #: The metrics port once listening (``config.metrics_port`` may be 0).
+        self.metrics_port = config.metrics_port
         self._group: anyio.abc.TaskGroup | None = None
 
     def piece_client(self, transport: str) -> PieceClient:
@@ -138,7 +142,7 @@ class Daemon:
         """Serve until cancelled; reports started once every port listens."""
         config = self.config
         server = open_server(config.transport, self.store, limits=config.upload)
-        self.metrics.watch_uploads(server.throttle)
+        self.metrics.watch_uploads(server)
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
@@ -147,7 +151,7 @@ class Daemon:
                 await group.start(
                     serve_tcp, config.listen, config.health_port, self._health
                 )
-                await group.start(
+                self.metrics_port = await group.start(
                     serve_tcp, config.listen, config.metrics_port, self._metrics
                 )
                 self.proxy_port = await group.start(
@@ -169,7 +173,7 @@ class Daemon:
                     config.transport,
                     self.proxy_port,
                     config.health_port,
-                    config.metrics_port,
+                    self.metrics_port,
                     config.scheduler or "none (single node)",
                 )
                 task_status.started()
@@ -342,6 +346,14 @@ class Daemon:
         await self.mirror.aclose()
 
     # Health and metrics
+
+    def _parent_count(self) -> int:
+        parents: set[str] = set()
+        for running in self._running.values():
+            view = running.swarm.view
+            if view is not None:
+                parents.update(parent.peer_id for parent in view.parents)
+        return len(parents)
 
     async def _health(self, request: Request) -> Response:
         if request.path == "/healthy":

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlencode, urlsplit
 
@@ -30,6 +30,7 @@ import anyio.abc
 import anyio.to_thread
 import attrs
 import httpx
+from opentelemetry import trace
 
 from .._backends._oci import is_loopback
 from .._download import Download
@@ -38,7 +39,9 @@ from .._pieces import pieces_covering
 from .._scheduler import Priority
 from .._storage import PieceStore
 from .._task import Task
+from .._telemetry import extract_headers, tracer
 from .._web import Request, Response, SendChunk, WrittenBody, text
+from ._metrics import SOURCES, DaemonMetrics
 from ._swarm import SwarmDownload
 
 if TYPE_CHECKING:
@@ -131,6 +134,23 @@ class RegistryMirror:
         await self.http.aclose()
 
     async def __call__(self, request: Request) -> Response:
+        """Answer a request in a span that lasts until its body is sent: the parent
+        of the blob's download, when it starts one."""
+        span = tracer.start_span(
+            f"mirror {request.method}",
+            context=extract_headers(request.headers),
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "http.request.method": request.method,
+                "url.path": request.path,
+            },
+        )
+        with trace.use_span(span, end_on_exit=False):
+            response = await self._answer(request)
+        span.set_attribute("http.response.status_code", response.status)
+        return _ending_span(response, span)
+
+    async def _answer(self, request: Request) -> Response:
         try:
             if request.method == "CONNECT":
                 return await self._connect(request.target)
@@ -230,13 +250,13 @@ class RegistryMirror:
                 return await self._pass_through(request, upstream)
         length = record.content_length
         extra = ((TASK_HEADER, record.id), (SOURCE_HEADER, source))
-        if swarm is None:
-            served = (
-                length if wanted is None else min(wanted[1] + 1, length) - wanted[0]
-            )
-            self.daemon.metrics.bytes.labels("local").inc(max(served, 0))
+        self.daemon.metrics.proxy_requests.labels(source).inc()
+        trace.get_current_span().set_attributes(
+            {"dragonpy.task_id": record.id, "dragonpy.source": source}
+        )
         if wanted is None:
-            body = self._body(swarm, record, 0, length - 1)
+            served = self._served(swarm, record, 200, length)
+            body = self._body(swarm, record, 0, length - 1, served)
             return Response(200, body, "application/octet-stream", extra, length)
         start, end = wanted
         if start >= length:
@@ -247,7 +267,8 @@ class RegistryMirror:
                 (*extra, ("Content-Range", f"bytes */{length}")),
             )
         end = min(end, length - 1)
-        body = self._body(swarm, record, start, end)
+        served = self._served(swarm, record, 206, end - start + 1)
+        body = self._body(swarm, record, start, end, served)
         content_range = ("Content-Range", f"bytes {start}-{end}/{length}")
         return Response(
             206,
@@ -257,32 +278,58 @@ class RegistryMirror:
             end - start + 1,
         )
 
+    def _served(
+        self, swarm: SwarmDownload | None, record: Task, status: int, length: int
+    ) -> _Served:
+        if swarm is not None:
+            peer = swarm.peer_id
+        else:
+            registration = self.daemon.finished.get(record.id)
+            peer = "-" if registration is None else registration.peer_id
+        return _Served(self.daemon, record.id, peer, status, length)
+
     def _body(
-        self, swarm: SwarmDownload | None, record: Task, start: int, end: int
+        self,
+        swarm: SwarmDownload | None,
+        record: Task,
+        start: int,
+        end: int,
+        served: _Served,
     ) -> AsyncIterator[bytes] | WrittenBody:
         """Bytes ``start``..``end`` of the task: sent straight from the store when
         it holds them all (``swarm`` is None), else each piece once it is stored."""
         if swarm is None:
             store = self.daemon.store
-            write = functools.partial(_send_stored, store, record, start, end)
+            write = functools.partial(_send_stored, store, record, start, end, served)
             return WrittenBody(write)
-        return self._stream(swarm, record, start, end)
+        return self._stream(swarm, record, start, end, served)
 
     async def _stream(
-        self, swarm: SwarmDownload, record: Task, start: int, end: int
+        self,
+        swarm: SwarmDownload,
+        record: Task,
+        start: int,
+        end: int,
+        served: _Served,
     ) -> AsyncIterator[bytes]:
-        for number, low, high in _spans(record, start, end):
-            with anyio.fail_after(self.config.stall_timeout):
-                await swarm.wait_for_piece(number)
-            for at in range(low, high, _STREAM_CHUNK):
-                yield await anyio.to_thread.run_sync(
-                    _read,
-                    self.daemon.store,
-                    record.id,
-                    number,
-                    at,
-                    min(at + _STREAM_CHUNK, high),
-                )
+        try:
+            for number, low, high in _spans(record, start, end):
+                with anyio.fail_after(self.config.stall_timeout):
+                    await swarm.wait_for_piece(number)
+                source = swarm.source_of(number)
+                for at in range(low, high, _STREAM_CHUNK):
+                    chunk = await anyio.to_thread.run_sync(
+                        _read,
+                        self.daemon.store,
+                        record.id,
+                        number,
+                        at,
+                        min(at + _STREAM_CHUNK, high),
+                    )
+                    served.add(source, len(chunk))
+                    yield chunk
+        finally:
+            served.finish()
 
     async def _upstream_allows(self, url: str, headers: dict[str, str]) -> bool:
         """Whether the upstream serves this blob to these credentials: one HEAD,
@@ -361,6 +408,7 @@ class RegistryMirror:
             answer = await self.http.send(outgoing, stream=True)
         except httpx.HTTPError as exc:
             return text(502, f"upstream {upstream} did not answer: {exc!r}")
+        self.daemon.metrics.proxy_requests.labels("upstream").inc()
         if answer.status_code == 401:
             self._remember_realm(answer.headers.get("www-authenticate", ""))
         passed = tuple(
@@ -371,7 +419,7 @@ class RegistryMirror:
         length = answer.headers.get("content-length")
         return Response(
             answer.status_code,
-            _relay(answer),
+            _relay(answer, self.daemon.metrics),
             answer.headers.get("content-type", "application/octet-stream"),
             passed,
             int(length) if length and length.isdigit() else None,
@@ -417,13 +465,23 @@ def _read(store: PieceStore, task_id: str, number: int, low: int, high: int) -> 
 
 
 def _send_stored(
-    store: PieceStore, record: Task, start: int, end: int, send: SendChunk
+    store: PieceStore,
+    record: Task,
+    start: int,
+    end: int,
+    served: _Served,
+    send: SendChunk,
 ) -> None:
     """Send bytes ``start``..``end`` of a stored task from the store's map, each
     piece while its read transaction holds it (from a worker thread)."""
-    for number, low, high in _spans(record, start, end):
-        with store.read_piece(record.id, number) as view:
-            send(_stored_span(view, record.id, number, low, high))
+    try:
+        for number, low, high in _spans(record, start, end):
+            with store.read_piece(record.id, number) as view:
+                chunk = _stored_span(view, record.id, number, low, high)
+                send(chunk)
+                served.add("local", len(chunk))
+    finally:
+        served.finish()
 
 
 def _stored_span(
@@ -435,12 +493,89 @@ def _stored_span(
     return view[low:high]
 
 
-async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
+async def _relay(
+    answer: httpx.Response, metrics: DaemonMetrics
+) -> AsyncIterator[bytes]:
     try:
         async for chunk in answer.aiter_raw():
+            metrics.served("upstream", len(chunk))
             yield chunk
     finally:
         await answer.aclose()
+
+
+def _ending_span(response: Response, span: trace.Span) -> Response:
+    """``response``, ending ``span`` once its body is sent (or fails)."""
+    body = response.body
+    if isinstance(body, bytes):
+        span.end()
+        return response
+    if isinstance(body, WrittenBody):
+        return attrs.evolve(response, body=WrittenBody(_write_ending(body, span)))
+    return attrs.evolve(response, body=_iterate_ending(body, span))
+
+
+def _write_ending(body: WrittenBody, span: trace.Span) -> Callable[[SendChunk], None]:
+    def write(send: SendChunk) -> None:
+        try:
+            body.write(send)
+        finally:
+            span.end()
+
+    return write
+
+
+async def _iterate_ending(
+    body: AsyncIterator[bytes], span: trace.Span
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        span.end()
+
+
+class _Served:
+    """One blob answer: its bytes by source, counted as they go out and logged
+    once the answer is over (possibly from the worker thread that sent it)."""
+
+    def __init__(
+        self, daemon: Daemon, task_id: str, peer_id: str, status: int, length: int
+    ) -> None:
+        self.daemon = daemon
+        self.task_id = task_id
+        self.peer_id = peer_id
+        self.status = status
+        self.length = length
+        self.bytes = dict.fromkeys(SOURCES, 0)
+        self.started = time.monotonic()
+
+    def add(self, source: str, count: int) -> None:
+        self.bytes[source] += count
+        self.daemon.metrics.served(source, count)
+
+    def finish(self) -> None:
+        sent = sum(self.bytes.values())
+        logger.info(
+            "served blob %s task_id=%s peer_id=%s host_id=%s status=%d bytes=%d/%d "
+            "bytes_local=%d bytes_peer=%d bytes_seed=%d bytes_origin=%d "
+            "duration=%.3fs",
+            "completely" if sent == self.length else "partly (cut off)",
+            self.task_id,
+            self.peer_id,
+            self.daemon.host.id,
+            self.status,
+            sent,
+            self.length,
+            self.bytes["local"],
+            self.bytes["peer"],
+            self.bytes["seed"],
+            self.bytes["origin"],
+            time.monotonic() - self.started,
+        )
 
 
 async def _first_piece(

@@ -67,6 +67,7 @@ from .._scheduler import (
     SchedulerUnreachable,
 )
 from .._task import Task
+from .._telemetry import tracer
 
 if TYPE_CHECKING:
     from ._node import Daemon
@@ -157,6 +158,8 @@ class SwarmDownload:
         self.blocked: set[str] = set()
         self.misses: set[tuple[str, int]] = set()
         self.bytes = dict.fromkeys(("local", "peer", "seed", "origin"), 0)
+        #: Where the pieces this download brought came from (others: ``local``).
+        self.sources: dict[int, str] = {}
         self.origin_allowed = False
         self._stat: OriginStat | None = None
         self._stat_lock = anyio.Lock()
@@ -174,6 +177,20 @@ class SwarmDownload:
     # The whole download
 
     async def run(self) -> SwarmResult:
+        """Download what is wanted; the span of the task is the parent of its
+        scheduler calls and piece transfers."""
+        attributes = {
+            "dragonpy.task_id": self.task_id,
+            "dragonpy.peer_id": self.peer_id,
+            "dragonpy.host_id": self.node.host.id,
+        }
+        with tracer.start_as_current_span("download", attributes=attributes) as span:
+            result = await self._run()
+            for source, count in result.bytes.items():
+                span.set_attribute(f"dragonpy.bytes.{source}", count)
+            return result
+
+    async def _run(self) -> SwarmResult:
         started = time.monotonic()
         self.node.metrics.tasks_running.inc()
         try:
@@ -221,6 +238,10 @@ class SwarmDownload:
             self._map_ranges()
         self._wake()
         return True
+
+    def source_of(self, number: int) -> str:
+        """Where stored piece ``number`` came from, for this download."""
+        return self.sources.get(number, "local")
 
     def source(self, wanted: tuple[int, int] | None) -> str:
         """Where the bytes of ``wanted`` (or all) come from, as far as is known
@@ -574,7 +595,8 @@ class SwarmDownload:
         )
         self.held[number] = digest
         self.bytes[source] += length
-        self.node.metrics.piece(source, length)
+        self.sources[number] = source
+        self.node.metrics.piece(source, length, cost)
         self._reports.append(ReportedPiece(number, digest, parent_id, cost))
         self._report_ready.set()
         self.done_bytes += length
@@ -660,6 +682,9 @@ class SwarmDownload:
         # restarted); a long poll only ever moves forward.
         if not fresh and self.view is not None and view.version < self.view.version:
             return
+        was_fetcher = self.view is not None and self.view.role is Role.FETCHER
+        if view.role is Role.FETCHER and not was_fetcher and not self.origin_allowed:
+            self.node.metrics.back_to_source.labels("scheduler").inc()
         self.view = view
         self.misses.clear()
         if view.role is Role.FAILED:
@@ -739,8 +764,9 @@ class SwarmDownload:
         if self.priority is Priority.PEERS_ONLY:
             raise TaskFailed(f"{reason}, and priority 2 takes pieces from peers only")
         self.origin_allowed = True
+        reason_label = "scheduler_unreachable" if loudly else "no_scheduler"
+        self.node.metrics.back_to_source.labels(reason_label).inc()
         if loudly:
-            self.node.metrics.back_to_source.labels("scheduler_unreachable").inc()
             logger.warning(
                 "downloading %s from the origin without the swarm: %s",
                 self.task_id,
