@@ -55,7 +55,9 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     session.env["DRAGONPY_PURE"] = "1"
-    session.install("-e", ".", *TEST_DEPS, "bcrypt", "cryptography", "pyjwt", "nox")
+    session.install(
+        "-e", ".", *TEST_DEPS, "bcrypt", "cryptography", "pyjwt", "nox", "types-PyYAML"
+    )
     session.run("mypy", "--strict", "src", "tests")
 
 

@@ -4,6 +4,8 @@ Every error a caller can act on is a ``DragonpyError``. Each class carries the e
 that ``dragonpy`` uses for it, so scripts can tell conditions apart::
 
     DragonpyError                      1   anything else
+    ├── ConfigError                    2   a configuration file, variable or option
+    │                                      is wrong (also a ``ValueError``)
     ├── UnsupportedURL                 3   no backend for the scheme, bad URL
     ├── OriginError                        the origin could not give us the bytes
     │   ├── OriginUnreachable          4   DNS, connect, TLS or transport failure
@@ -31,6 +33,14 @@ class DragonpyError(Exception):
     """Base class of every error dragonpy raises on purpose."""
 
     exit_code = 1
+
+
+class ConfigError(DragonpyError, ValueError):
+    """A configuration that cannot be used; each line of the message names where
+    the value came from (a file, a variable, an option), its key and what is
+    allowed."""
+
+    exit_code = 2
 
 
 class UnsupportedURL(DragonpyError):

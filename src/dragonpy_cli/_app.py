@@ -11,6 +11,7 @@ import click
 from dragonpy import __version__
 
 from ._cache import cache
+from ._config import config
 from ._containerd import containerd_config
 from ._daemon import daemon
 from ._get import get
@@ -37,6 +38,7 @@ cli.add_command(cache)
 cli.add_command(daemon)
 cli.add_command(scheduler)
 cli.add_command(containerd_config)
+cli.add_command(config)
 
 
 def main() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,29 +10,29 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-from dragonpy import DragonpyError, PieceStore, StorePolicy, open_store
+from dragonpy import DragonpyError, PieceStore, StorePolicy, _config, open_store
 from dragonpy._download import DEFAULT_STORE_DIR
+
+from ._settings import SettingOption
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
-
 
 def parse_size(text: str) -> int:
     """Bytes in ``10GiB``, ``500MB``, ``1.5g`` or ``1024``."""
-    match = _SIZE.match(text)
-    if match is None:
-        raise click.BadParameter(f"{text!r} is not a size like 20GiB, 500MB or 1024")
-    number, unit, binary = match.groups()
-    power = "_kmgt".index(unit.lower() or "_")
-    return int(float(number) * (1024 if binary else 1000) ** power)
+    try:
+        return _config.parse_size(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def store_options(command: Callable[P, T]) -> Callable[P, T]:
     """``--store`` and ``--store-capacity``, shared by every command that opens it."""
     command = click.option(
         "--store-capacity",
+        cls=SettingOption,
+        key="storage.capacity",
         default="20GiB",
         show_default=True,
         envvar="DRAGONPY_STORE_CAPACITY",
@@ -42,6 +41,8 @@ def store_options(command: Callable[P, T]) -> Callable[P, T]:
     return click.option(
         "--store",
         "store_dir",
+        cls=SettingOption,
+        key="storage.dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=DEFAULT_STORE_DIR,
         show_default=True,

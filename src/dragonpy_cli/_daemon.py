@@ -2,187 +2,152 @@
 
 from __future__ import annotations
 
-import socket
-from pathlib import Path
+import functools
+from collections.abc import Iterable
 
 import click
 
-from dragonpy import StorePolicy, UploadLimits
-from dragonpy._daemon import Daemon, DaemonConfig, ProxyConfig
-from dragonpy._daemon._proxy import DEFAULT_RULES
+from dragonpy._config import DaemonSettings
+from dragonpy._daemon import Daemon
 from dragonpy._transport import TRANSPORTS
 
-from ._common import parse_size, store_options
-from ._serve import configure_logging, log_level_option, run_until_signalled
+from ._common import store_options
+from ._serve import configure_logging, log_options, run_until_signalled
+from ._settings import LiveSettings, config_option, setting_option_of
 from ._tracing import configure_tracing, otlp_option
+
+setting_option = functools.partial(setting_option_of, DaemonSettings)
+
+
+def _as_rules(regexes: Iterable[str]) -> list[dict[str, str]]:
+    return [{"regex": regex} for regex in regexes]
 
 
 @click.command()
+@config_option
 @store_options
-@click.option("--scheduler", metavar="HOST:PORT", help="Join this scheduler's swarm.")
-@click.option("--seed", is_flag=True, help="Fetch from the origin when asked to.")
-@click.option("--ip", default="127.0.0.1", show_default=True, help="Address peers use.")
-@click.option("--hostname", default=socket.gethostname, help="Name of this host.")
-@click.option("--listen", default="0.0.0.0", show_default=True)
-@click.option(
-    "--piece-port", type=click.IntRange(0, 65535), default=4000, show_default=True
+@setting_option(
+    "--scheduler",
+    key="scheduler.addr",
+    metavar="HOST:PORT",
+    help="Join this scheduler's swarm.",
 )
-@click.option(
-    "--metrics-port", type=click.IntRange(0, 65535), default=4002, show_default=True
+@setting_option(
+    "--seed/--no-seed",
+    key="seedPeer.enable",
+    default=None,
+    help="Fetch from the origin when asked to.",
 )
-@click.option(
-    "--health-port", type=click.IntRange(0, 65535), default=4003, show_default=True
+@setting_option("--ip", key="host.ip", help="Address peers use.")
+@setting_option("--hostname", key="host.hostname", help="Name of this host.")
+@setting_option("--listen", key="server.listenIP")
+@setting_option("--piece-port", key="upload.server.port", type=click.IntRange(0, 65535))
+@setting_option(
+    "--metrics-port", key="metrics.server.port", type=click.IntRange(0, 65535)
 )
-@click.option(
-    "--transport",
-    type=click.Choice(TRANSPORTS),
-    default=TRANSPORTS[0],
-    show_default=True,
+@setting_option(
+    "--health-port", key="health.server.port", type=click.IntRange(0, 65535)
 )
-@click.option(
-    "--concurrency", type=click.IntRange(1, 256), default=8, show_default=True
+@setting_option(
+    "--transport", key="upload.server.transport", type=click.Choice(TRANSPORTS)
 )
-@click.option(
+@setting_option(
+    "--concurrency", key="download.concurrentPieceCount", type=click.IntRange(1, 256)
+)
+@setting_option(
     "--upload-capacity",
+    key="upload.concurrentPieceCount",
     type=click.IntRange(1, 4096),
-    default=32,
-    show_default=True,
     help="Pieces served to peers at once; more requests wait their turn.",
 )
-@click.option(
+@setting_option(
     "--origin-concurrency",
+    key="download.backToSourceConcurrentPieceCount",
     type=click.IntRange(1, 64),
-    default=4,
-    show_default=True,
     help="Pieces fetched from the origin at once.",
 )
-@click.option(
+@setting_option(
     "--upload-rate",
+    key="upload.bandwidthLimit",
     help="Bytes per second served to peers, like 100MB (default: no limit).",
 )
-@click.option(
+@setting_option(
     "--proxy-port",
+    key="proxy.server.port",
     type=click.IntRange(0, 65535),
-    default=4001,
-    show_default=True,
     help="Port of the registry mirror.",
 )
-@click.option(
+@setting_option(
     "--registry",
     "registries",
+    key="proxy.registries",
     multiple=True,
     metavar="URL",
     help="An upstream registry the mirror serves; the first is the default.",
 )
-@click.option(
-    "--allow-any-registry",
-    is_flag=True,
+@setting_option(
+    "--allow-any-registry/--no-allow-any-registry",
+    key="proxy.allowAnyRegistry",
+    default=None,
     help="Serve any upstream a request names (an open relay: trusted networks only).",
 )
-@click.option(
+@setting_option(
     "--p2p-rule",
     "rules",
+    key="proxy.rules",
+    to_setting=_as_rules,
     multiple=True,
     metavar="REGEX",
-    help=f"Paths that go peer to peer (default: {DEFAULT_RULES[0]}).",
+    help="Paths that go peer to peer (default: blobs/sha256.*).",
 )
-@click.option(
+@setting_option(
     "--proxy-stall-timeout",
+    key="proxy.stallTimeout",
     type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
     help="Seconds a blob answer may wait for its next piece before it is cut off.",
 )
-@click.option(
-    "--prefetch",
-    is_flag=True,
+@setting_option(
+    "--prefetch/--no-prefetch",
+    key="proxy.prefetch",
+    default=None,
     help="After a range read, bring the rest of the blob into the store too.",
 )
-@click.option("--idc", default="", help="Data center, for affinity.")
-@click.option("--location", default="", help="country|region|city|zone|rack.")
-@click.option(
+@setting_option("--idc", key="host.idc", help="Data center, for affinity.")
+@setting_option(
+    "--location", key="host.location", help="country|region|city|zone|rack."
+)
+@setting_option(
     "--piece-timeout",
+    key="download.pieceTimeout",
     type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
     help="Seconds a parent has to deliver a piece before it is dropped as too slow.",
 )
-@click.option(
+@setting_option(
     "--fallback-after",
+    key="scheduler.fallbackAfter",
     type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
     help="Seconds without the scheduler before going to the origin directly.",
 )
 @otlp_option
-@log_level_option
-def daemon(
-    store_dir: Path,
-    store_capacity: str,
-    scheduler: str | None,
-    seed: bool,
-    ip: str,
-    hostname: str,
-    listen: str,
-    piece_port: int,
-    metrics_port: int,
-    health_port: int,
-    transport: str,
-    concurrency: int,
-    origin_concurrency: int,
-    upload_capacity: int,
-    upload_rate: str | None,
-    proxy_port: int,
-    registries: tuple[str, ...],
-    allow_any_registry: bool,
-    rules: tuple[str, ...],
-    proxy_stall_timeout: float,
-    prefetch: bool,
-    idc: str,
-    location: str,
-    piece_timeout: float,
-    fallback_after: float,
-    otlp_endpoint: str | None,
-    log_level: str,
-) -> None:
-    """Serve pieces to peers and download through the swarm."""
-    configure_logging(log_level)
-    configure_tracing("dragonpy-daemon", otlp_endpoint)
-    try:
-        config = DaemonConfig(
-            store_dir=store_dir,
-            scheduler=scheduler,
-            seed=seed,
-            ip=ip,
-            hostname=hostname,
-            listen=listen,
-            piece_port=piece_port,
-            metrics_port=metrics_port,
-            health_port=health_port,
-            transport=transport,
-            concurrency=concurrency,
-            origin_concurrency=origin_concurrency,
-            upload=UploadLimits(
-                upload_capacity,
-                None if upload_rate is None else parse_size(upload_rate),
-            ),
-            idc=idc,
-            location=location,
-            proxy=ProxyConfig(
-                port=proxy_port,
-                registries=registries,
-                allow_any_registry=allow_any_registry,
-                rules=rules or DEFAULT_RULES,
-                stall_timeout=proxy_stall_timeout,
-                prefetch=prefetch,
-            ),
-            store_policy=StorePolicy(capacity=parse_size(store_capacity)),
-            piece_timeout=piece_timeout,
-            fallback_after=fallback_after,
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    run_until_signalled(Daemon(config).run)
+@log_options
+@click.pass_context
+def daemon(context: click.Context, /, **_: object) -> None:
+    """Serve pieces to peers and download through the swarm.
+
+    Settings come from --config FILE, DRAGONPY_* variables and these options, each
+    overriding the one before (docs/config.md); SIGHUP reloads the file.
+    """
+    settings = LiveSettings(DaemonSettings, context)
+    configure_logging(settings.current.log.level, settings.current.log.format)
+    configure_tracing("dragonpy-daemon", settings.current.tracing.otlp_endpoint)
+    node = Daemon(settings.current.daemon_config())
+
+    def reload() -> None:
+        if settings.reload():
+            configure_logging(settings.current.log.level, settings.current.log.format)
+            node.reconfigure(settings.current.daemon_config())
+
+    run_until_signalled(node.run, reload)
 
 
 def main() -> None:

@@ -2,86 +2,84 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
-from dragonpy._scheduler import DEFAULT_PORT, SchedulerConfig, run_scheduler
-from dragonpy._scheduler._server import DEFAULT_METRICS_PORT
+from dragonpy._config import SchedulerSettings
+from dragonpy._scheduler import run_scheduler
 
-from ._serve import configure_logging, log_level_option, run_until_signalled
+from ._serve import configure_logging, log_options, run_until_signalled
+from ._settings import LiveSettings, config_option, setting_option_of
 from ._tracing import configure_tracing, otlp_option
+
+setting_option = functools.partial(setting_option_of, SchedulerSettings)
 
 
 @click.command()
-@click.option("--listen", default="0.0.0.0", show_default=True)
-@click.option(
-    "--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True
-)
-@click.option(
+@config_option
+@setting_option("--listen", key="server.listenIP")
+@setting_option("--port", key="server.port", type=click.IntRange(0, 65535))
+@setting_option(
     "--metrics-port",
+    key="metrics.server.port",
     type=click.IntRange(0, 65535),
-    default=DEFAULT_METRICS_PORT,
-    show_default=True,
     help="Port of GET /metrics (Prometheus); 0 for none.",
 )
-@click.option(
+@setting_option(
     "--keepalive",
+    key="scheduler.announceInterval",
     type=click.FloatRange(min=0, min_open=True),
-    default=5.0,
-    show_default=True,
     help="Seconds between host announces.",
 )
-@click.option(
+@setting_option(
     "--host-ttl",
+    key="gc.hostTTL",
     type=click.FloatRange(min=0, min_open=True),
-    default=15.0,
-    show_default=True,
     help="Seconds of silence before a host is gone.",
 )
-@click.option(
+@setting_option(
     "--seed-timeout",
+    key="scheduler.seedPeerTimeout",
     type=click.FloatRange(min=0, min_open=True),
-    default=5.0,
-    show_default=True,
     help="Seconds a triggered seed has to register.",
 )
-@click.option(
+@setting_option(
     "--restart-grace",
+    key="scheduler.restartGrace",
     type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
     help="Seconds after start that resumed peers wait for their fetcher.",
 )
-@click.option(
-    "--parent-limit", type=click.IntRange(1, 64), default=8, show_default=True
+@setting_option(
+    "--parent-limit",
+    key="scheduler.candidateParentLimit",
+    type=click.IntRange(1, 64),
 )
 @otlp_option
-@log_level_option
-def scheduler(
-    listen: str,
-    port: int,
-    metrics_port: int,
-    keepalive: float,
-    host_ttl: float,
-    seed_timeout: float,
-    restart_grace: float,
-    parent_limit: int,
-    otlp_endpoint: str | None,
-    log_level: str,
-) -> None:
-    """Tell every peer whom to fetch from, so the origin serves each task once."""
-    configure_logging(log_level)
-    try:
-        config = SchedulerConfig(
-            keepalive=keepalive,
-            host_ttl=host_ttl,
-            seed_timeout=seed_timeout,
-            restart_grace=restart_grace,
-            parent_limit=parent_limit,
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    configure_tracing("dragonpy-scheduler", otlp_endpoint)
-    metrics = metrics_port or None
+@log_options
+@click.pass_context
+def scheduler(context: click.Context, /, **_: object) -> None:
+    """Tell every peer whom to fetch from, so the origin serves each task once.
+
+    Settings come from --config FILE, DRAGONPY_* variables and these options, each
+    overriding the one before (docs/config.md); SIGHUP reloads the log settings.
+    """
+    settings = LiveSettings(SchedulerSettings, context)
+    current = settings.current
+    configure_logging(current.log.level, current.log.format)
+    configure_tracing("dragonpy-scheduler", current.tracing.otlp_endpoint)
+    server, metrics = current.server, current.metrics.server.port
+
+    def reload() -> None:
+        if settings.reload():
+            configure_logging(settings.current.log.level, settings.current.log.format)
+
     run_until_signalled(
-        lambda: run_scheduler(listen, port, config, metrics_port=metrics)
+        lambda: run_scheduler(
+            server.listen_ip,
+            server.port,
+            current.scheduler_config(),
+            metrics_port=metrics or None,
+        ),
+        reload,
     )

@@ -11,6 +11,8 @@ from typing import ParamSpec, TypeVar
 import click
 from opentelemetry import trace
 
+from ._settings import SettingOption
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -24,7 +26,9 @@ def otlp_option(command: Callable[P, T]) -> Callable[P, T]:
     return click.option(
         "--otlp-endpoint",
         metavar="URL",
-        envvar=_ENDPOINT_VARIABLE,
+        # The variable is read with the configuration file, which it overrides.
+        cls=SettingOption,
+        key="tracing.otlpEndpoint",
         help="Export traces to this OTLP/HTTP collector, like http://jaeger:4318 "
         f"(default: ${_ENDPOINT_VARIABLE}; needs the dragonpy[otlp] extra).",
     )(command)

@@ -36,7 +36,13 @@ from .._scheduler import (
     SeedTrigger,
 )
 from .._storage import StorePolicy, open_store
-from .._transport import PieceClient, UploadLimits, open_client, open_server
+from .._transport import (
+    PieceClient,
+    PieceServer,
+    UploadLimits,
+    open_client,
+    open_server,
+)
 from .._web import Request, Response, serve_tcp, serve_unix, text
 from ._control import control_router, control_socket_path, make_socket_directory
 from ._metrics import DaemonMetrics
@@ -127,12 +133,26 @@ class Daemon:
         #: The metrics port once listening (``config.metrics_port`` may be 0).
         self.metrics_port = config.metrics_port
         self._group: anyio.abc.TaskGroup | None = None
+        self._piece_server: PieceServer | None = None
 
     def piece_client(self, transport: str) -> PieceClient:
         client = self._clients.get(transport)
         if client is None:
             client = self._clients[transport] = open_client(transport)
         return client
+
+    def reconfigure(self, config: DaemonConfig) -> None:
+        """Run by ``config`` from now on, as far as a running node can: limits,
+        piece timeouts and the mirror's rules and registries change; ports, the
+        store and the scheduler stay as they are (they need a restart)."""
+        self.config = config
+        self.mirror.reconfigure(config.proxy)
+        if self._piece_server is not None:
+            self._piece_server.throttle.update(config.upload)
+        # Announced from the next keepalive on, so the scheduler spreads children.
+        self.host = attrs.evolve(
+            self.host, upload_capacity=config.upload.max_concurrent_pieces
+        )
 
     # Running
 
@@ -142,6 +162,7 @@ class Daemon:
         """Serve until cancelled; reports started once every port listens."""
         config = self.config
         server = open_server(config.transport, self.store, limits=config.upload)
+        self._piece_server = server
         self.metrics.watch_uploads(server)
         try:
             async with anyio.create_task_group() as group:

@@ -119,16 +119,20 @@ class RegistryMirror:
     """Answers registry requests for one daemon."""
 
     def __init__(self, config: ProxyConfig, daemon: Daemon) -> None:
-        self.config = config
         self.daemon = daemon
-        self.rules = [re.compile(rule) for rule in config.rules]
-        self.registries = {registry_base(url) for url in config.registries}
+        self.reconfigure(config)
         self.http = httpx.AsyncClient(follow_redirects=True, timeout=30.0)
         # (blob URL, digest of the Authorization header) -> accepted until then.
         self._accepted: dict[tuple[str, str], float] = {}
         # Token endpoints named by served registries' challenges, by path: older
         # nydusd sends its token requests to the mirror, which forwards them.
         self._realms: dict[str, str] = {}
+
+    def reconfigure(self, config: ProxyConfig) -> None:
+        """Answer by ``config`` from the next request on (the port stays)."""
+        self.config = config
+        self.rules = [re.compile(rule) for rule in config.rules]
+        self.registries = {registry_base(url) for url in config.registries}
 
     async def aclose(self) -> None:
         await self.http.aclose()

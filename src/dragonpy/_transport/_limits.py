@@ -111,24 +111,34 @@ class UploadThrottle:
     def __init__(
         self, limits: UploadLimits, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.limits = limits
-        self._slots = anyio.Semaphore(limits.max_concurrent_pieces)
-        self._bucket: TokenBucket | None = None
+        self._clock = clock
+        # ``pace`` runs in worker threads, several at once.
+        self._lock = threading.Lock()
+        self._pieces_in_flight = self._pieces_sent = self._bytes_sent = 0
+        self._slot_waits = self._bandwidth_waits = 0
+        self.update(limits)
+
+    def update(self, limits: UploadLimits) -> None:
+        """Apply ``limits`` from now on (a daemon reloading its configuration).
+
+        Pieces that hold a slot already keep it, so for a moment up to the old and
+        the new number of pieces may be in flight together.
+        """
+        slots = anyio.Semaphore(limits.max_concurrent_pieces)
+        bucket: TokenBucket | None = None
         if limits.bandwidth is not None:
             # A burst of one second of bandwidth: a server that was idle may send
             # that much at once, so occasional requests are not slowed, and over
             # any few seconds the rate holds. A larger piece is fine too: it waits
             # until the bucket has refilled past it.
-            self._bucket = TokenBucket(limits.bandwidth, limits.bandwidth, clock)
-        # ``pace`` runs in worker threads, several at once.
-        self._lock = threading.Lock()
-        self._pieces_sent = self._bytes_sent = 0
-        self._slot_waits = self._bandwidth_waits = 0
+            bucket = TokenBucket(limits.bandwidth, limits.bandwidth, self._clock)
+        with self._lock:
+            self.limits, self._slots, self._bucket = limits, slots, bucket
 
     def statistics(self) -> UploadStatistics:
         with self._lock:
             return UploadStatistics(
-                pieces_in_flight=self.limits.max_concurrent_pieces - self._slots.value,
+                pieces_in_flight=self._pieces_in_flight,
                 pieces_sent=self._pieces_sent,
                 bytes_sent=self._bytes_sent,
                 slot_waits=self._slot_waits,
@@ -140,15 +150,18 @@ class UploadThrottle:
         """Hold a slot while one piece is read and sent; wait while none is free."""
         # A free slot is taken without a checkpoint, which would cost a trip round
         # the event loop per piece; the thread call that follows is one anyway.
+        slots = self._slots  # the one to give back, whatever ``update`` does
         try:
-            self._slots.acquire_nowait()
+            slots.acquire_nowait()
         except anyio.WouldBlock:
             self._slot_waits += 1
-            await self._slots.acquire()
+            await slots.acquire()
+        self._pieces_in_flight += 1
         try:
             yield
         finally:
-            self._slots.release()
+            self._pieces_in_flight -= 1
+            slots.release()
 
     def pace(self, size: int) -> None:
         """Count a piece reply of ``size`` bytes about to be sent, holding the
