@@ -130,14 +130,15 @@ def test_each_unit_starts_a_command_line_the_cli_accepts(
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
 
-    context = parse_command(exec_start_argv(unit, environment))
+    params = parse_command(exec_start_argv(unit, environment)).params
 
-    if "store_capacity" in context.params:
-        parse_size(context.params["store_capacity"])
-        assert str(context.params["store_dir"]) == "/var/lib/dragonpy"
+    assert environment["DRAGONPY_LOG_LEVEL"] == "info"
+    if "store_dir" in params:
+        parse_size(environment["DRAGONPY_STORE_CAPACITY"])
+        # The store is the unit's state directory: %S/<StateDirectory>.
+        assert str(params["store_dir"]) == "/var/lib/dragonpy"
         assert unit["Service"]["StateDirectory"] == "dragonpy"
-        assert context.params["seed"] is (name == "dragonpy-seed.service")
-    assert context.params["log_level"] == "info"
+        assert bool(params["seed"]) is (name == "dragonpy-seed.service")
 
 
 @pytest.mark.parametrize("name", UNITS)
@@ -343,7 +344,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "registry.example:5000",
             "http://registry.local:5000",
         ],
-        "containerd": {"writeDefault": True, "hostsDir": "/etc/k3s/certs.d"},
+        "containerd": {"writeDefault": True, "hostsDir": "/etc/containerd/registries"},
         "daemon": {
             "allowAnyRegistry": True,
             "prefetch": True,
