@@ -399,6 +399,17 @@ def lower_bound(size: int, peers: int, rates: Sequence[float]) -> float:
     )
 
 
+def lower_bound_origin_once(size: int, peers: int, rates: Sequence[float]) -> float:
+    """Like ``lower_bound``, for a swarm whose origin sends each byte once: the
+    other N - 1 copies then all cross the peers' uplinks."""
+    origin_up, peer_up, peer_down = (rate * 1e6 / 8 for rate in rates)
+    return max(
+        size / origin_up,
+        size / peer_down,
+        (peers - 1) * size / (peers * peer_up),
+    )
+
+
 def shape_hosts(topology: str, origin: Host, peers: Sequence[Host]) -> None:
     origin_up, peer_up, peer_down = TOPOLOGIES[topology]
     origin.shape(up_mbit=origin_up, down_mbit=None)

@@ -25,6 +25,11 @@ the goodput measured through tbf rather than the nominal rates) is
 
     T = max(S / u_origin, S / d_peer, N * S / (u_origin + N * u_peer))
 
+and, for a swarm whose origin sends each byte once (as dragonpy's does), the other
+N - 1 copies cross the peers' uplinks, so ``bound_origin_once_s`` is
+
+    T1 = max(S / u_origin, S / d_peer, (N - 1) * S / (N * u_peer))
+
     nox -s bench_cluster -- [--size 128MiB] [--peers 4 8 16] [--topology ...]
 
 Needs root. Prints a table and writes JSON (``--json``).
@@ -48,6 +53,7 @@ from _cluster import (
     TOPOLOGIES,
     WORKDIR,
     lower_bound,
+    lower_bound_origin_once,
     make_blob,
     print_and_write,
     run_peers,
@@ -56,7 +62,7 @@ from _origin import MIB, parse_size
 
 COLUMNS: Final = [
     "topology", "peers", "contender", "first_s", "p50_s", "last_s", "bound_s",
-    "last_vs_bound", "origin_bytes_vs_blob", "cpu_s_per_gib",
+    "bound_origin_once_s", "last_vs_bound", "origin_bytes_vs_blob", "cpu_s_per_gib",
 ]  # fmt: skip
 
 
@@ -87,9 +93,11 @@ def fan_out(
     with Lab.open("dpb", "198.18.9") as lab:
         built = FanOutLab(lab, topology, peers, blob, args.cache_uplink)
         bound = lower_bound(args.size, peers, built.goodput(topology))
+        once = lower_bound_origin_once(args.size, peers, built.goodput(topology))
         for name in args.contenders:
             run = run_peers(built.contenders[name], built.peers, topology)
             summary = run.summary(args.size, bound)
+            summary["bound_origin_once_s"] = round(once, 2)
             summary["tbf_efficiency"] = round(built.efficiency, 3)
             results.append(summary)
             print(json.dumps(summary), flush=True)

@@ -85,6 +85,10 @@ def fanout_plots(runs: Runs, out: Path) -> None:
             last.plot(*zip(*points, strict=True), marker="o", label=contender)
         bounds = sorted({(run["peers"], run["bound_s"]) for run in of_topology})
         last.plot(*zip(*bounds, strict=True), "k--", label="lower bound")
+        once = sorted(
+            {(run["peers"], run["bound_origin_once_s"]) for run in of_topology}
+        )
+        last.plot(*zip(*once, strict=True), "k:", label="bound, origin sends once")
         last.set(
             title=f"{topology}: the last peer",
             xlabel="peers (N)",
