@@ -776,16 +776,20 @@ def _visible_pieces(parent: Peer, child: Peer) -> list[int]:
     """The pieces ``child`` may take from ``parent``.
 
     While the parent is the sole holder of some pieces, its upload goes to those,
-    each to the one child it is offered to; other children see only the pieces they
-    want first (range reads), and take the rest from peers with spare upload. The
-    fetcher sees everything: it must never fetch from the origin what a peer holds.
+    each to the one child it is offered to, and a child sees there only the pieces
+    offered to it and those it wants first (range reads). Once every sole piece of
+    the parent is on its way to someone, its spare upload serves the pieces others
+    hold too. The fetcher sees everything: it must never fetch from the origin what
+    a peer holds.
     """
     task = parent.task
-    if child is task.fetcher or not parent.held & task.sole:
+    sole = parent.held & task.sole
+    if child is task.fetcher or not sole or len(_takers(parent)) <= 1:
         return list(parent.held_numbers())
-    if len(_takers(parent)) <= 1:
-        return list(parent.held_numbers())  # nobody to share the upload with
-    return numbers_of(parent.held & (child.offered | child.wanted_mask))
+    visible = child.offered | child.wanted_mask
+    if not sole & ~mask_of(task.offers):
+        visible |= ~task.sole
+    return numbers_of(parent.held & visible)
 
 
 def _takers(holder: Peer) -> list[Peer]:
