@@ -10,6 +10,7 @@ downloads, times them and checks the outputs, the same way for all of them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -408,6 +409,91 @@ def lower_bound_origin_once(size: int, peers: int, rates: Sequence[float]) -> fl
         size / peer_down,
         (peers - 1) * size / (peers * peer_up),
     )
+
+
+REGISTRY_PORT: Final = 5000
+REPOSITORY: Final = "bench/layer"
+_REGISTRY_CONFIG: Final = """\
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: {root}
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: "{ip}:{port}"
+  secret: lab-only
+"""
+
+
+class RegistryOrigin:
+    """docker-registry on a lab host, and what its access log says it served."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.url = f"http://{host.ip}:{REGISTRY_PORT}"
+        self.log = WORKDIR / "registry.log"
+        root = WORKDIR / "registry"
+        subprocess.run(["rm", "-rf", str(root)], check=True)
+        root.mkdir(parents=True)
+        config = root / "config.yml"
+        config.write_text(
+            _REGISTRY_CONFIG.format(root=root, ip=host.ip, port=REGISTRY_PORT)
+        )
+        self.log.unlink(missing_ok=True)
+        host.spawn(["docker-registry", "serve", str(config)], log=self.log)
+        self._wait_ready()
+
+    def blob_url(self, digest: str) -> str:
+        return f"{self.url}/v2/{REPOSITORY}/blobs/{digest}"
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 20
+        probe = ["curl", "-sf", "-o", "/dev/null", f"{self.url}/v2/"]
+        while self.host.run(probe, timeout=5).returncode != 0:
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"docker-registry did not start: {self.log}")
+            time.sleep(0.1)
+
+    def push(self, blob: Path) -> str:
+        """A monolithic upload (OCI distribution spec): POST opens it, one PUT
+        with ``?digest=`` carries the bytes. Over the origin's loopback, so the
+        upload crosses no shaped link."""
+        digest = "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest()
+        opened = self.host.run(
+            ["curl", "-sf", "-X", "POST", "-D", "-", "-o", "/dev/null",
+             f"{self.url}/v2/{REPOSITORY}/blobs/uploads/"],
+            timeout=30,
+        )  # fmt: skip
+        location = next(
+            line.split(":", 1)[1].strip()
+            for line in opened.stdout.splitlines()
+            if line.lower().startswith("location:")
+        )
+        if location.startswith("/"):
+            location = self.url + location
+        put = self.host.run(
+            ["curl", "-sf", "-X", "PUT", "--data-binary", f"@{blob}",
+             "-H", "Content-Type: application/octet-stream",
+             f"{location}&digest={digest}"],
+            timeout=120,
+        )  # fmt: skip
+        if put.returncode != 0:
+            raise BenchmarkError(f"pushing the blob failed: {put.stderr}")
+        return digest
+
+    def served(self, digest: str) -> tuple[int, int]:
+        """GETs of blob ``digest`` and their body bytes so far (access log)."""
+        gets, sent = 0, 0
+        for line in self.log.read_text(errors="replace").splitlines():
+            request, _, rest = line.partition('" ')
+            if '"GET ' in request and f"/blobs/{digest} " in request:
+                gets += 1
+                sent += int(rest.split()[1])
+        return gets, sent
 
 
 def shape_hosts(topology: str, origin: Host, peers: Sequence[Host]) -> None:

@@ -21,7 +21,6 @@ Needs root. Prints a table and writes JSON (``--json``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import subprocess
@@ -36,8 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.netlab import Host, Lab, can_build_labs
 
 from _cluster import (
+    REPOSITORY,
     TOPOLOGIES,
     WORKDIR,
+    RegistryOrigin,
     children_cpu,
     dragonpy_swarm,
     make_blob,
@@ -47,28 +48,12 @@ from _cluster import (
 )
 from _origin import MIB, BenchmarkError, parse_size
 
-REGISTRY_PORT: Final = 5000
-REPOSITORY: Final = "bench/layer"
 READ_TIMEOUT: Final = 600.0
 COLUMNS: Final = [
     "topology", "peers", "contender", "origin_gets", "origin_bytes_mib",
     "read_mib", "read_p50_ms", "read_p99_ms", "last_s", "cpu_s_per_gib",
 ]  # fmt: skip
 _READER: Final = Path(__file__).resolve().parent / "_range_reader.py"
-_CONFIG: Final = """\
-version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: {root}
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: "{ip}:{port}"
-  secret: lab-only
-"""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -87,70 +72,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=WORKDIR / "cluster_ranges.json")
     return parser.parse_args(argv)
-
-
-class Origin:
-    """docker-registry on a lab host, and what its access log says it served."""
-
-    def __init__(self, host: Host, blob: Path) -> None:
-        self.host = host
-        self.url = f"http://{host.ip}:{REGISTRY_PORT}"
-        self.log = WORKDIR / "registry.log"
-        root = WORKDIR / "registry"
-        subprocess.run(["rm", "-rf", str(root)], check=True)
-        root.mkdir(parents=True)
-        config = root / "config.yml"
-        config.write_text(_CONFIG.format(root=root, ip=host.ip, port=REGISTRY_PORT))
-        self.log.unlink(missing_ok=True)
-        host.spawn(["docker-registry", "serve", str(config)], log=self.log)
-        self._wait_ready()
-        self.digest = self._push(blob)
-        self.blob_url = f"{self.url}/v2/{REPOSITORY}/blobs/{self.digest}"
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 20
-        probe = ["curl", "-sf", "-o", "/dev/null", f"{self.url}/v2/"]
-        while self.host.run(probe, timeout=5).returncode != 0:
-            if time.monotonic() > deadline:
-                raise BenchmarkError(f"docker-registry did not start: {self.log}")
-            time.sleep(0.1)
-
-    def _push(self, blob: Path) -> str:
-        """A monolithic upload (OCI distribution spec): POST opens it, one PUT
-        with ``?digest=`` carries the bytes. Over the origin's loopback, so the
-        upload crosses no shaped link."""
-        digest = "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest()
-        opened = self.host.run(
-            ["curl", "-sf", "-X", "POST", "-D", "-", "-o", "/dev/null",
-             f"{self.url}/v2/{REPOSITORY}/blobs/uploads/"],
-            timeout=30,
-        )  # fmt: skip
-        location = next(
-            line.split(":", 1)[1].strip()
-            for line in opened.stdout.splitlines()
-            if line.lower().startswith("location:")
-        )
-        if location.startswith("/"):
-            location = self.url + location
-        put = self.host.run(
-            ["curl", "-sf", "-X", "PUT", "--data-binary", f"@{blob}",
-             "-H", "Content-Type: application/octet-stream",
-             f"{location}&digest={digest}"],
-            timeout=120,
-        )  # fmt: skip
-        if put.returncode != 0:
-            raise BenchmarkError(f"pushing the blob failed: {put.stderr}")
-        return digest
-
-    def served(self) -> tuple[int, int]:
-        """Blob GETs and their body bytes so far, from the access log."""
-        gets, sent = 0, 0
-        for line in self.log.read_text(errors="replace").splitlines():
-            request, _, rest = line.partition('" ')
-            if '"GET ' in request and f"/blobs/{self.digest} " in request:
-                gets += 1
-                sent += int(rest.split()[1])
-        return gets, sent
 
 
 def read_everywhere(
@@ -186,11 +107,13 @@ def ranges(args: argparse.Namespace, peers: int, blob: Path) -> list[dict[str, A
         scheduler = lab.add_host("sched")
         hosts = [lab.add_host(f"peer{n}") for n in range(peers)]
         shape_hosts(args.topology, origin_host, hosts)
-        origin = Origin(origin_host, blob)
-        mirror = f"http://127.0.0.1:4001/v2/{REPOSITORY}/blobs/{origin.digest}"
+        origin = RegistryOrigin(origin_host)
+        digest = origin.push(blob)
+        blob_url = origin.blob_url(digest)
+        mirror = f"http://127.0.0.1:4001/v2/{REPOSITORY}/blobs/{digest}"
         for contender in args.contenders:
             subprocess.run(["rm", "-rf", str(WORKDIR / "stores")], check=True)
-            gets, sent = origin.served()
+            gets, sent = origin.served(digest)
             cpu = children_cpu()
             if contender == "dragonpy":
                 daemon_args = [f"--registry={origin.url}"]
@@ -200,10 +123,10 @@ def ranges(args: argparse.Namespace, peers: int, blob: Path) -> list[dict[str, A
                     )
             else:
                 latencies, last = read_everywhere(
-                    hosts, origin.blob_url, origin.url, args.reads
+                    hosts, blob_url, origin.url, args.reads
                 )
             cpu = children_cpu() - cpu
-            after_gets, after_sent = origin.served()
+            after_gets, after_sent = origin.served(digest)
             latencies.sort()
             read = peers * args.reads * MIB
             summary = {
