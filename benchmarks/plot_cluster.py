@@ -85,10 +85,15 @@ def fanout_plots(runs: Runs, out: Path) -> None:
             last.plot(*zip(*points, strict=True), marker="o", label=contender)
         bounds = sorted({(run["peers"], run["bound_s"]) for run in of_topology})
         last.plot(*zip(*bounds, strict=True), "k--", label="lower bound")
-        once = sorted(
-            {(run["peers"], run["bound_origin_once_s"]) for run in of_topology}
-        )
-        last.plot(*zip(*once, strict=True), "k:", label="bound, origin sends once")
+        # Runs recorded before this bound was computed lack it.
+        once = {
+            (run["peers"], run["bound_origin_once_s"])
+            for run in of_topology
+            if "bound_origin_once_s" in run
+        }
+        if once:
+            points = sorted(once)
+            last.plot(*zip(*points, strict=True), "k:", label="bound, origin once")
         last.set(
             title=f"{topology}: the last peer",
             xlabel="peers (N)",
