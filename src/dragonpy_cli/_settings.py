@@ -72,7 +72,8 @@ class BadConfig(click.ClickException):
         return self.message
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"dragonpy: error: {self.format_message()}", err=True)
+        for line in self.format_message().splitlines():
+            click.echo(f"dragonpy: error: {line}", err=True)
 
 
 def config_option(command: Callable[P, T]) -> Callable[P, T]:

@@ -190,7 +190,7 @@ def _string(value: object, _: type) -> str:
 
 
 def _path(value: object, _: type) -> Path:
-    return Path(_string(value, str))
+    return value if isinstance(value, Path) else Path(_string(value, str))
 
 
 def _size(value: object, _: type) -> int:

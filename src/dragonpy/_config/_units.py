@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from typing import Final
 
 _SIZE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
 _SIZE_UNITS: Final = "_kmgt"
-_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION: Final = re.compile(
+    r"^\s*(\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE
+)
 _SECONDS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -18,7 +21,8 @@ def parse_size(text: str) -> int:
         raise ValueError(f"{text!r} is not a size like 20GiB, 500MB or 1024")
     number, unit, binary = match.groups()
     power = _SIZE_UNITS.index(unit.lower() or "_")
-    return int(float(number) * (1024 if binary else 1000) ** power)
+    # Exactly, however large: a float would round sizes past 2**53.
+    return int(Fraction(number) * (1024 if binary else 1000) ** power)
 
 
 def format_size(size: int) -> str:
@@ -37,7 +41,7 @@ def parse_duration(text: str) -> float:
     if match is None:
         raise ValueError(f"{text!r} is not a duration like 30s, 5m, 24h or 500ms")
     number, unit = match.groups()
-    return float(number) * _SECONDS[unit or "s"]
+    return float(number) * _SECONDS[(unit or "s").lower()]
 
 
 def format_duration(seconds: float) -> str:
@@ -46,4 +50,4 @@ def format_duration(seconds: float) -> str:
         count = seconds / _SECONDS[unit]
         if count >= 1 and count == int(count):
             return f"{int(count)}{unit}"
-    return f"{seconds:g}s"
+    return f"{seconds!r}s"
