@@ -370,9 +370,7 @@ def test_sizes_and_durations_are_written_the_short_way() -> None:
 
 
 @pytest.mark.parametrize("name", list(KINDS))
-def test_the_default_file_loads_back_to_the_defaults(
-    tmp_path: Path, name: str
-) -> None:
+def test_the_default_file_loads_back_to_the_defaults(tmp_path: Path, name: str) -> None:
     kind = KINDS[name]
     text = default_file(kind, name)
 
