@@ -126,6 +126,7 @@ def take_reloadable(current: T, new: T) -> tuple[T, list[str]]:
             updates[field.name] = new_value
         elif old_value != new_value:
             needs_restart.append(setting_of(field).key)
+    # The attrs plugin of mypy cannot tell that a type variable is an attrs class.
     return attrs.evolve(current, **updates), needs_restart  # type: ignore[misc]
 
 
