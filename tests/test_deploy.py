@@ -62,7 +62,7 @@ def default_of(command: click.Command, name: str) -> Any:
     return param.default
 
 
-def scripts_dir_tool(name: str) -> str | None:
+def installed_tool(name: str) -> str | None:
     """A tool installed with the test dependencies (beside this interpreter's
     scripts), else on PATH."""
     beside = Path(sysconfig.get_path("scripts")) / name
@@ -220,7 +220,7 @@ def instructions(stage: list[tuple[str, str]], name: str) -> list[str]:
 
 
 def test_the_image_lints_clean() -> None:
-    hadolint = scripts_dir_tool("hadolint")
+    hadolint = installed_tool("hadolint")
     assert hadolint is not None, "hadolint comes with the test dependencies"
 
     result = subprocess.run(
@@ -722,6 +722,25 @@ WHOLE_VALUES = {
     "podSecurityContext",
     "securityContext",
 }
+
+
+def test_every_value_is_explained_where_it_is_set() -> None:
+    text = (CHART / "values.yaml").read_text()
+    paths = set(value_paths(yaml.safe_load(text)))
+
+    # Each line that sets a value follows a comment about it.
+    parents: list[tuple[int, str]] = []
+    previous = ""
+    for line in text.splitlines():
+        setting = re.match(r"^( *)([A-Za-z]\w*):", line)
+        if setting:
+            indent, key = len(setting[1]), setting[2]
+            parents = [(i, k) for i, k in parents if i < indent]
+            path = ".".join([k for _, k in parents] + [key])
+            parents.append((indent, key))
+            assert path not in paths or previous.startswith("#"), path
+        if line.strip():
+            previous = line.strip()
 
 
 def test_every_value_is_documented() -> None:
