@@ -9,7 +9,7 @@ from (the file, the variable or the option), its key path and what is allowed::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar, get_args, get_origin
 
@@ -57,7 +57,7 @@ def load(
         origins[item.path] = item.origin
     try:
         return _converter.structure(data, kind)
-    except Exception as exc:  # each kind is reported with its key path below
+    except Exception as exc:  # cattrs' groups, and whatever a hook or check raised
         where = str(file) if file is not None else "defaults"
         lines = [
             f"{_origin(path, origins, where)}: {_located(path, problem)}"
@@ -295,6 +295,8 @@ class _StrictLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the safe loader refuses it, saying where
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     problem=f"{key!r} is given twice", problem_mark=key_node.start_mark
