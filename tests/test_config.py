@@ -223,6 +223,7 @@ def test_a_file_sets_the_scheduler(tmp_path: Path) -> None:
         ("- 1", "daemon.yaml: expected a mapping of keys, got [1]"),
         ("proxy: [", "daemon.yaml: line 1, column 9: expected the node content"),
         ("log: {}\nlog: {}\n", "daemon.yaml: line 2, column 1: 'log' is given twice"),
+        ("? [a]\n: 1\n", "daemon.yaml: line 1, column 3: found unhashable key"),
     ],
 )
 def test_a_mistake_is_named_by_file_key_path_and_what_is_allowed(
