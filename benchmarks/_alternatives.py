@@ -184,7 +184,14 @@ def _wait_for(marker: Path, process: subprocess.Popen[bytes]) -> None:
 
 
 #: Contender names, as the scripts' ``--contenders`` take them.
-CONTENDERS: Final = ("dragonpy", "direct", "cache", "bittorrent", "bittorrent-super")
+CONTENDERS: Final = (
+    "dragonpy",
+    "dragonpy-seed",
+    "direct",
+    "cache",
+    "bittorrent",
+    "bittorrent-super",
+)
 
 
 class FanOutLab:
@@ -217,6 +224,7 @@ class FanOutLab:
         self.url = start_origin(self.origin, blob)
         self.contenders: dict[str, Contender] = {
             "dragonpy": Dragonpy(self.origin, scheduler, self.url),
+            "dragonpy-seed": Dragonpy(self.origin, scheduler, self.url, seeder),
             "direct": Direct(self.origin, self.url),
             "cache": CentralCache(self.origin, cache, self.url),
             "bittorrent": BitTorrent(seeder, blob, super_seed=False),

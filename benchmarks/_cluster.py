@@ -171,17 +171,20 @@ class Direct(Contender):
 
 
 class Dragonpy(Contender):
-    """A scheduler and a daemon per peer; each peer runs ``dragonpy get``."""
+    """A scheduler and a daemon per peer; each peer runs ``dragonpy get``. With a
+    ``seed`` host, a seed daemon there fetches from the origin for the swarm."""
 
-    name = "dragonpy"
-
-    def __init__(self, origin: Host, scheduler: Host, url: str) -> None:
+    def __init__(
+        self, origin: Host, scheduler: Host, url: str, seed: Host | None = None
+    ) -> None:
+        self.name = "dragonpy" if seed is None else "dragonpy with a seed"
         self.source = origin
         self.scheduler = scheduler
         self.url = url
+        self.seeds = [] if seed is None else [seed]
 
     def running(self, peers: list[Host]) -> AbstractContextManager[None]:
-        return dragonpy_swarm(self.scheduler, peers)
+        return dragonpy_swarm(self.scheduler, peers, seeds=self.seeds)
 
     def spawn(self, peer: Host) -> subprocess.Popen[bytes]:
         argv = [
@@ -205,24 +208,31 @@ def store_of(peer: Host) -> Path:
 
 @contextmanager
 def dragonpy_swarm(
-    scheduler: Host, peers: list[Host], daemon_args: Sequence[str] = ()
+    scheduler: Host,
+    peers: list[Host],
+    daemon_args: Sequence[str] = (),
+    *,
+    seeds: Sequence[Host] = (),
 ) -> Iterator[None]:
-    """A scheduler, and a daemon on every peer, until the block ends."""
+    """A scheduler, a daemon on every peer and a seed daemon on every seed host,
+    until the block ends."""
     argv = [*DRAGONPY, "scheduler", "--port", str(SCHEDULER_PORT), "--keepalive", "1"]
     processes = [
         scheduler.spawn(argv, log=WORKDIR / "scheduler.log", env=dragonpy_env())
     ]
+    daemons = [(host, [*daemon_args, "--seed"]) for host in seeds]
+    daemons += [(peer, list(daemon_args)) for peer in peers]
     try:
-        for peer in peers:
+        for host, extra in daemons:
             argv = [
-                *DRAGONPY, "daemon", f"--store={store_of(peer)}",
-                f"--ip={peer.ip}", f"--hostname={peer.name}",
-                f"--scheduler={scheduler.ip}:{SCHEDULER_PORT}", *daemon_args,
+                *DRAGONPY, "daemon", f"--store={store_of(host)}",
+                f"--ip={host.ip}", f"--hostname={host.name}",
+                f"--scheduler={scheduler.ip}:{SCHEDULER_PORT}", *extra,
             ]  # fmt: skip
-            log = WORKDIR / f"{peer.name}.log"
-            processes.append(peer.spawn(argv, log=log, env=dragonpy_env()))
-        for peer in peers:
-            _wait_healthy(peer)
+            log = WORKDIR / f"{host.name}.log"
+            processes.append(host.spawn(argv, log=log, env=dragonpy_env()))
+        for host, _ in daemons:
+            _wait_healthy(host)
         yield
     finally:
         # Stopped, and so waited for, before the caller reads the CPU time.

@@ -12,6 +12,8 @@ processes. Links are shaped with tbf. Two topologies:
 The contenders (``--contenders``, all by default):
 
 - ``dragonpy``: a scheduler, a daemon per peer, ``dragonpy get`` on every peer;
+- ``dragonpy-seed``: the same, with a seed daemon on a host with the origin's
+  uplink (the BitTorrent seeder's host), which fetches from the origin for all;
 - ``direct``: curl on every peer, straight from the origin;
 - ``cache``: curl on every peer through nginx ``proxy_cache`` (with
   ``proxy_cache_lock``) on the cache host, whose uplink runs at the fastest rate
