@@ -19,6 +19,7 @@ from typing import Final
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -82,13 +83,24 @@ class LatencyHistogram:
 
 
 def child_span(
-    name: str, kind: trace.SpanKind, attributes: dict[str, str]
+    name: str,
+    kind: trace.SpanKind,
+    attributes: Attributes,
+    parent: context.Context | None = None,
 ) -> contextlib.AbstractContextManager[object]:
-    """A span of ``name`` when some trace is under way, else none: background
-    chatter (announces, a seed's wait for triggers) starts no trace of its own."""
-    if not trace.get_current_span().get_span_context().is_valid:
+    """A span of ``name`` in the trace under way (the current one, or ``parent``'s
+    when given), else none.
+
+    Background chatter (announces, a seed's wait for triggers) starts no trace of
+    its own, and with no tracer provider installed no context is ever valid: the
+    calls on every piece then cost a context lookup, not a span (see
+    ``benchmarks/tracing_overhead.py``).
+    """
+    if not trace.get_current_span(parent).get_span_context().is_valid:
         return contextlib.nullcontext()
-    return tracer.start_as_current_span(name, kind=kind, attributes=attributes)
+    return tracer.start_as_current_span(
+        name, context=parent, kind=kind, attributes=attributes
+    )
 
 
 def inject_headers(headers: MutableMapping[str, str]) -> None:

@@ -20,7 +20,7 @@ import anyio.abc
 import attrs
 from opentelemetry import trace
 
-from .._telemetry import extract_headers, tracer
+from .._telemetry import child_span, extract_headers
 from .._web import Request, Response, Router, serve_tcp, text
 from ._core import Scheduler, SchedulerConfig, SchedulerError, UnknownHost, UnknownPeer
 from ._messages import (
@@ -127,12 +127,13 @@ class SchedulerServer:
             self._forget_departed()
 
     async def _handle(self, request: Request) -> Response:
-        if request.path == "/healthy":
-            return await self.router(request)  # probes are not worth a span
-        with tracer.start_as_current_span(
+        # A span only for requests that belong to a trace: health probes and
+        # untraced daemons make none.
+        with child_span(
             f"scheduler {request.method} {route_of(request.path)}",
-            context=extract_headers(request.headers),
-            kind=trace.SpanKind.SERVER,
+            trace.SpanKind.SERVER,
+            None,
+            extract_headers(request.headers),
         ):
             return await self._answer(request)
 

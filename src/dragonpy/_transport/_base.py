@@ -19,11 +19,12 @@ from typing import ClassVar
 
 import anyio.abc
 from opentelemetry import context, trace
+from opentelemetry.util.types import Attributes
 
 from .._errors import PieceNotFound, TransportError
 from .._pieces import Piece
 from .._storage import PieceStore
-from .._telemetry import LatencyHistogram, tracer
+from .._telemetry import LatencyHistogram, child_span
 from ._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits, UploadThrottle
 
 __all__ = [
@@ -56,19 +57,17 @@ class PieceClient(abc.ABC):
 
 def fetch_span(
     transport: str, address: str, task_id: str, number: int
-) -> contextlib.AbstractContextManager[trace.Span]:
-    """The span of one piece fetched from a parent; the transport sends its context
-    along, so the parent's ``piece upload`` span joins the trace."""
-    return tracer.start_as_current_span(
-        "piece fetch",
-        kind=trace.SpanKind.CLIENT,
-        attributes={
-            "dragonpy.task_id": task_id,
-            "dragonpy.piece": number,
-            "dragonpy.transport": transport,
-            "server.address": address,
-        },
-    )
+) -> contextlib.AbstractContextManager[object]:
+    """The span of one piece fetched from a parent, in the download's trace; the
+    transport sends its context along, so the parent's ``piece upload`` span joins
+    the trace."""
+    attributes: Attributes = {
+        "dragonpy.task_id": task_id,
+        "dragonpy.piece": number,
+        "dragonpy.transport": transport,
+        "server.address": address,
+    }
+    return child_span("piece fetch", trace.SpanKind.CLIENT, attributes)
 
 
 class PieceServer(abc.ABC):
@@ -92,16 +91,13 @@ class PieceServer(abc.ABC):
         """Answer one piece request within the upload limits: a span (a child of
         the requester's, whose context came with the request) and its latency."""
         began = time.monotonic()
-        with tracer.start_as_current_span(
-            "piece upload",
-            context=parent,
-            kind=trace.SpanKind.SERVER,
-            attributes={
-                "dragonpy.task_id": task_id,
-                "dragonpy.piece": number,
-                "dragonpy.transport": self.name,
-            },
-        ):
+        attributes: Attributes = {
+            "dragonpy.task_id": task_id,
+            "dragonpy.piece": number,
+            "dragonpy.transport": self.name,
+        }
+        span = child_span("piece upload", trace.SpanKind.SERVER, attributes, parent)
+        with span:
             async with self.throttle.slot():
                 yield
         self.upload_latency.observe(time.monotonic() - began)
