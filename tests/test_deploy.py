@@ -26,11 +26,13 @@ import pytest
 import yaml
 
 import dragonpy
+from dragonpy._config import DaemonSettings, SchedulerSettings
 from dragonpy_cli._app import cli
 from dragonpy_cli._common import parse_size
 from dragonpy_cli._containerd import _server_of
 from dragonpy_cli._daemon import daemon
 from dragonpy_cli._scheduler import scheduler
+from dragonpy_cli._settings import LiveSettings
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 SYSTEMD = DEPLOY / "systemd"
@@ -113,32 +115,40 @@ def exec_start_argv(unit: UnitFile, environment: Mapping[str, str]) -> list[str]
     return argv
 
 
-def unit_environment(unit: UnitFile) -> tuple[Path, dict[str, str]]:
-    """The environment file a unit reads, found among the shipped ones."""
-    installed = PurePosixPath(unit["Service"]["EnvironmentFile"].removeprefix("-"))
-    assert installed.parent == PurePosixPath("/etc/dragonpy")
-    shipped = SYSTEMD / installed.name
-    return shipped, read_environment_file(shipped)
+def shipped(installed: str) -> Path:
+    """The file in deploy/systemd that is installed as ``/etc/dragonpy/NAME``."""
+    path = PurePosixPath(installed)
+    assert path.parent == PurePosixPath("/etc/dragonpy")
+    return SYSTEMD / path.name
 
 
 @pytest.mark.parametrize("name", UNITS)
-def test_each_unit_starts_a_command_line_the_cli_accepts(
+def test_each_unit_starts_with_settings_the_cli_accepts(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     unit = read_unit(name)
-    _, environment = unit_environment(unit)
+    environment_file = unit["Service"]["EnvironmentFile"].removeprefix("-")
+    environment = read_environment_file(shipped(environment_file))
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
+    argv = exec_start_argv(unit, environment)
+    config = argv.index("--config") + 1
+    argv[config] = str(shipped(argv[config]))
 
-    params = parse_command(exec_start_argv(unit, environment)).params
+    context = parse_command(argv)
+    # What the service builds its settings from: the file, the variables, the
+    # options; a mistake in any of them is an error naming it.
+    kind = SchedulerSettings if context.command is scheduler else DaemonSettings
+    settings: Any = LiveSettings(kind, context).current
 
-    assert environment["DRAGONPY_LOG_LEVEL"] == "info"
-    if "store_dir" in params:
-        parse_size(environment["DRAGONPY_STORE_CAPACITY"])
+    assert settings.log.level == "info"
+    if kind is DaemonSettings:
+        peer = settings.daemon_config()
         # The store is the unit's state directory: %S/<StateDirectory>.
-        assert str(params["store_dir"]) == "/var/lib/dragonpy"
-        assert unit["Service"]["StateDirectory"] == "dragonpy"
-        assert bool(params["seed"]) is (name == "dragonpy-seed.service")
+        assert str(peer.store_dir) == "/var/lib/" + unit["Service"]["StateDirectory"]
+        assert peer.seed is (name == "dragonpy-seed.service")
+        assert peer.ip == environment["DRAGONPY_HOST_IP"]
+        assert peer.scheduler == "scheduler.example.internal:8002"
 
 
 @pytest.mark.parametrize("name", UNITS)
@@ -355,9 +365,16 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                 "health": 14003,
             },
             "extraArgs": ["--upload-rate", "200MB", "--concurrency", "16"],
+            "config": {"proxy": {"stallTimeout": "20s"}, "log": {"format": "json"}},
         },
-        "seed": {"extraArgs": ["--origin-concurrency", "8"]},
-        "scheduler": {"extraArgs": ["--parent-limit", "16"]},
+        "seed": {
+            "extraArgs": ["--origin-concurrency", "8"],
+            "config": {"download": {"pieceTimeout": "10s"}},
+        },
+        "scheduler": {
+            "extraArgs": ["--parent-limit", "16"],
+            "config": {"gc": {"hostTTL": "30s"}},
+        },
     },
     "sized and placed": {
         "image": {"repository": "registry.example:5000/dragonpy", "tag": "0.1.0-rc1"},
@@ -483,16 +500,20 @@ def test_the_chart_deploys_the_package_version() -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_dragonpy_command_line_is_accepted_by_the_cli(
-    chart: helm_python.Chart, scenario: str
+    chart: helm_python.Chart, scenario: str, tmp_path: Path
 ) -> None:
     image = SCENARIOS[scenario].get("image", {}).get("repository", "dragonpy")
+    manifests = render(chart, SCENARIOS[scenario])
+    (config_map,) = (m for m in manifests if m["kind"] == "ConfigMap")
+    for file, text in config_map["data"].items():
+        (tmp_path / file).write_text(text)
     workloads = [
         manifest
-        for manifest in render(chart, SCENARIOS[scenario])
+        for manifest in manifests
         if manifest["kind"] in ("DaemonSet", "Deployment", "StatefulSet")
     ]
 
-    parsed = 0
+    services = 0
     for workload in workloads:
         spec = pod_spec(workload)
         for container in spec["containers"] + spec.get("initContainers", []):
@@ -500,10 +521,19 @@ def test_every_dragonpy_command_line_is_accepted_by_the_cli(
                 continue
             if container["command"] == ["chown", "10001:10001", "/var/lib/dragonpy"]:
                 continue  # the store's owner: not a dragonpy command
-            parse_command(container_argv(container))
-            parsed += 1
+            argv = container_argv(container)
+            if "--config" not in argv:
+                parse_command(argv)  # dragonpy containerd-config
+                continue
+            # The service's settings: its file from the ConfigMap, then its options.
+            config = argv.index("--config") + 1
+            argv[config] = str(tmp_path / PurePosixPath(argv[config]).name)
+            context = parse_command(argv)
+            kind = SchedulerSettings if context.command is scheduler else DaemonSettings
+            LiveSettings(kind, context)
+            services += 1
 
-    assert parsed >= 2
+    assert services >= 2
 
 
 @pytest.mark.parametrize("scenario", ["defaults", "several registries"])
@@ -542,7 +572,7 @@ def test_without_containerd_the_nodes_are_left_alone(chart: helm_python.Chart) -
     spec = pod_spec(only(manifests, "DaemonSet", "daemon"))
 
     assert [each["name"] for each in spec["initContainers"]] == ["store-owner"]
-    assert [each["name"] for each in spec["volumes"]] == ["store", "tmp"]
+    assert "containerd-hosts" not in [each["name"] for each in spec["volumes"]]
     assert "StatefulSet" not in {manifest["kind"] for manifest in manifests}
 
 
@@ -710,8 +740,11 @@ def value_paths(values: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
             yield path
 
 
-# Values that are Kubernetes objects of their own, set whole.
+# Values that are Kubernetes objects or configuration files of their own, set whole.
 WHOLE_VALUES = {
+    "daemon.config",
+    "seed.config",
+    "scheduler.config",
     "daemon.resources",
     "daemon.updateStrategy",
     "seed.resources",

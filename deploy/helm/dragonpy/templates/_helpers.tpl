@@ -90,3 +90,32 @@ readinessProbe:
     port: {{ .port }}
   {{- toYaml .root.Values.probes.readiness | nindent 2 }}
 {{- end }}
+
+{{/*
+A component's configuration file, from the chart's ConfigMap: (dict "root" $ "file"
+NAME). The pod restarts when the ConfigMap changes, since Kubernetes sends no
+SIGHUP.
+*/}}
+{{- define "dragonpy.configArgs" -}}
+- --config
+- /etc/dragonpy/{{ .file }}
+{{- end }}
+
+{{- define "dragonpy.configMount" -}}
+- name: config
+  mountPath: /etc/dragonpy
+  readOnly: true
+{{- end }}
+
+{{- define "dragonpy.configVolume" -}}
+- name: config
+  configMap:
+    name: {{ include "dragonpy.fullname" .root }}-config
+    items:
+      - key: {{ .file }}
+        path: {{ .file }}
+{{- end }}
+
+{{- define "dragonpy.configChecksum" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end }}
