@@ -74,6 +74,7 @@ async def test_a_swarm_download_in_the_metrics_of_daemons_and_scheduler(
         await group.start(second.run)
         await first.download(request)
         await second.download(request)
+        await second.download(request)  # found whole in the store
 
         assert server.metrics_port is not None
         fetcher = await scrape(first.metrics_port)
@@ -93,8 +94,9 @@ async def test_a_swarm_download_in_the_metrics_of_daemons_and_scheduler(
     peer = {"source": "peer"}
     assert value(child, "dragonpy_download_bytes_total", **peer) == size
     assert value(child, "dragonpy_download_bytes_total", **origin) == 0
+    assert value(child, "dragonpy_download_bytes_total", source="local") == size
     assert value(child, "dragonpy_piece_download_seconds_count", **peer) == pieces
-    assert value(child, "dragonpy_download_tasks_total", result="succeeded") == 1
+    assert value(child, "dragonpy_download_tasks_total", result="succeeded") == 2
     assert value(child, "dragonpy_download_tasks_running") == 0
     assert value(child, "dragonpy_download_parents") == 0
 

@@ -298,6 +298,7 @@ class SwarmDownload:
         for number in self.held:
             self.bytes["local"] += self._piece(number).length
         self.done_bytes = self.bytes["local"]
+        self.node.metrics.bytes.labels("local").inc(self.done_bytes)
         self._wake()  # those following the download may need no more than that
 
     async def _register(self) -> None:
