@@ -15,7 +15,9 @@ TEST_DEPS = [
     "pytest>=8",
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
+    # The otlp extra: tests export traces to a collector of their own.
     "opentelemetry-sdk>=1.25",
+    "opentelemetry-exporter-otlp-proto-http>=1.25",
     # tests/test_deploy.py: Helm's library, the Kubernetes schemas and hadolint.
     "helm-python-sdk>=0.2.2",
     "kubernetes-validate>=1.30",
