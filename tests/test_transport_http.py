@@ -17,7 +17,7 @@ import anyio.to_thread
 import pytest
 
 from dragonpy import Piece, PieceStore, Task, piece_digest
-from dragonpy._transport import PieceNotFound, TransportError
+from dragonpy._transport import PieceNotFound, TransportError, UploadLimits
 from dragonpy._transport._http import HttpPieceClient, HttpPieceServer
 
 from .origin import free_port
@@ -54,10 +54,13 @@ def piece_bytes(number: int) -> bytes:
 
 @pytest.fixture
 async def server(store: PieceStore) -> AsyncIterator[str]:
-    """The address of an HTTP piece server holding ``CONTENT``."""
+    """The address of an HTTP piece server holding ``CONTENT``, with room for
+    every request of these tests at once (none is answered busy)."""
     fill(store)
+    limits = UploadLimits(max_concurrent_pieces=64)
     async with anyio.create_task_group() as group:
-        port = await group.start(HttpPieceServer(store).serve, "127.0.0.1", 0)
+        serve = HttpPieceServer(store, limits=limits).serve
+        port = await group.start(serve, "127.0.0.1", 0)
         yield f"127.0.0.1:{port}"
         group.cancel_scope.cancel()
 

@@ -15,6 +15,7 @@ import pytest
 from dragonpy import Piece, PieceStore, Task, piece_digest
 from dragonpy._transport import (
     TRANSPORTS,
+    ParentBusy,
     PieceClient,
     PieceNotFound,
     PieceServer,
@@ -114,19 +115,24 @@ async def test_missing_pieces_and_tasks_are_not_found(
     assert bytes(data) == CONTENT[:PIECE_LENGTH]
 
 
-async def test_many_concurrent_fetches(served: tuple[PieceClient, str]) -> None:
-    client, address = served
+@pytest.mark.parametrize("name", TRANSPORTS)
+async def test_many_concurrent_fetches(name: str, store: PieceStore) -> None:
+    fill_store(store)
+    # Room for all 40 at once: none is answered busy.
+    server = open_server(name, store, limits=UploadLimits(max_concurrent_pieces=20))
+    client = open_client(name)
     results: dict[int, bytes] = {}
 
     async def fetch(round_: int, number: int) -> None:
         _, data = await client.fetch(address, TASK_ID, number)
         results[round_ * 10 + number] = bytes(data)
 
-    async with anyio.create_task_group() as group:
+    async with serving(server) as address, anyio.create_task_group() as group:
         for round_ in range(8):
             for number in (0, 1, 2, 4, 5):
                 group.start_soon(fetch, round_, number)
 
+    await client.aclose()
     assert len(results) == 40
     for key, data in results.items():
         number = key % 10
@@ -200,7 +206,8 @@ async def test_pieces_past_the_concurrency_limit_wait_their_turn(
     monkeypatch.setattr(store, "read_verified_piece", reads)
     server = open_server(name, store, limits=UploadLimits(max_concurrent_pieces=2))
     # One fetch per client: each on its own connection, none queued behind another.
-    clients = [open_client(name) for _ in range(6)]
+    # Two are sent at once, and as many may wait their turn.
+    clients = [open_client(name) for _ in range(4)]
     fetched: list[bytes] = []
 
     async def fetch(client: PieceClient, address: str) -> None:
@@ -213,10 +220,36 @@ async def test_pieces_past_the_concurrency_limit_wait_their_turn(
     for client in clients:
         await client.aclose()
 
-    assert fetched == [CONTENT[:PIECE_LENGTH]] * 6
+    assert fetched == [CONTENT[:PIECE_LENGTH]] * 4
     assert reads.most_open == 2
     statistics = server.throttle.statistics()
-    assert (statistics.pieces_in_flight, statistics.pieces_sent) == (0, 6)
+    assert (statistics.pieces_in_flight, statistics.pieces_sent) == (0, 4)
+    assert statistics.busy_refusals == 0
+
+
+@pytest.mark.parametrize("name", TRANSPORTS)
+async def test_a_busy_answer_leaves_the_connection_usable(
+    name: str, store: PieceStore
+) -> None:
+    fill_store(store)
+    server = open_server(name, store, limits=UploadLimits(max_concurrent_pieces=1))
+    client = open_client(name)
+    async with serving(server) as address:
+        # Every slot taken and one waiting: the next request is refused as busy.
+        async with server.throttle.slot(), anyio.create_task_group() as group:
+            group.start_soon(_hold_a_waiting_slot, server.throttle)
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(ParentBusy):
+                await client.fetch(address, TASK_ID, 1)
+            group.cancel_scope.cancel()
+        _, data = await client.fetch(address, TASK_ID, 1)
+    await client.aclose()
+    assert bytes(data) == CONTENT[PIECE_LENGTH : 2 * PIECE_LENGTH]
+
+
+async def _hold_a_waiting_slot(throttle: UploadThrottle) -> None:
+    async with throttle.slot():
+        await anyio.sleep_forever()
 
 
 @pytest.mark.parametrize("name", TRANSPORTS)
@@ -291,6 +324,7 @@ async def test_pace_holds_only_the_sends_past_the_budget() -> None:
         pieces_sent=3,
         bytes_sent=101_000,
         slot_waits=0,
+        busy_refusals=0,
         bandwidth_waits=1,
     )
 

@@ -118,6 +118,17 @@ class TransportError(DragonpyError):
         self.address = address
 
 
+class ParentBusy(DragonpyError):
+    """A parent peer is sending all the pieces it may at once, and as many more wait
+    their turn there: the piece is better asked of another parent."""
+
+    exit_code = 17
+
+    def __init__(self, message: str, *, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+
+
 class PieceNotFound(DragonpyError):
     """A parent peer does not hold that piece (or does not know the task)."""
 

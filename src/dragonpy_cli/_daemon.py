@@ -58,7 +58,7 @@ def _as_rules(regexes: Iterable[str]) -> list[dict[str, str]]:
     "--upload-capacity",
     key="upload.concurrentPieceCount",
     type=click.IntRange(1, 4096),
-    help="Pieces served to peers at once; more requests wait their turn.",
+    help="Pieces served to peers at once; as many more wait, the rest are busy.",
 )
 @setting_option(
     "--origin-concurrency",

@@ -14,6 +14,7 @@ from .._download import DEFAULT_STORE_DIR
 from .._storage import StorePolicy
 from .._storage._store import GIB
 from .._transport import TRANSPORTS, UploadLimits
+from .._transport._limits import DEFAULT_UPLOAD_LIMITS
 from ._fields import (
     SAME,
     Duration,
@@ -139,8 +140,9 @@ class UploadSettings:
         UploadServerSettings, "The piece server other peers fetch from."
     )
     concurrent_piece_count: int = setting(
-        32,
-        "Pieces served to peers at once; more requests wait their turn.",
+        DEFAULT_UPLOAD_LIMITS.max_concurrent_pieces,
+        "Pieces served to peers at once; as many more wait their turn, and "
+        "requests past those are answered busy, to be asked elsewhere.",
         dragonfly="(the scheduler's concurrent upload limit)",
         reload=True,
         validator=between(1, 4096),

@@ -176,6 +176,11 @@ class _UploadCollector(Collector):
         waits.add_metric(["concurrency"], statistics.slot_waits)
         waits.add_metric(["bandwidth"], statistics.bandwidth_waits)
         yield waits
+        yield CounterMetricFamily(
+            "dragonpy_upload_busy",
+            "Piece requests answered busy: every slot taken and as many waiting.",
+            value=statistics.busy_refusals,
+        )
 
 
 class _StoreCollector(Collector):

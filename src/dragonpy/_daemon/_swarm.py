@@ -43,6 +43,7 @@ from .._download import Download, verify_content
 from .._errors import (
     DragonpyError,
     OriginError,
+    ParentBusy,
     PieceNotFound,
     StoreError,
     TransportError,
@@ -77,9 +78,13 @@ logger = logging.getLogger("dragonpy.daemon")
 _POLL_WAIT: Final = 20.0
 _REPORT_LINGER: Final = 0.02
 _RETRY_DELAYS: Final = (0.1, 0.2, 0.5, 1.0, 2.0)
-# Requests outstanding at one parent: enough to keep a fast link busy, while a
-# slow parent still cannot hold every worker.
+# Requests outstanding at one parent: about what it delivers in this long, so that
+# a fast link stays busy while a slow parent does not queue up pieces that others
+# could give sooner; between one and ``_PER_PARENT``.
+_PARENT_QUEUE: Final = 0.5
 _PER_PARENT: Final = 6
+# A parent that answered "busy" is not asked again for this long.
+_BUSY_PAUSE: Final = 0.25
 
 
 class TaskFailed(DragonpyError):
@@ -155,6 +160,12 @@ class SwarmDownload:
         self.in_flight: set[int] = set()
         self.origin_in_flight = 0
         self.parent_load: dict[str, int] = {}
+        #: Bytes per second each parent delivered its recent pieces at, and the
+        #: fastest of them.
+        self.parent_rate: dict[str, float] = {}
+        self._fastest_rate = 0.0
+        #: Parents that answered "busy", and when they may be asked again.
+        self.busy_until: dict[str, float] = {}
         self.blocked: set[str] = set()
         self.misses: set[tuple[str, int]] = set()
         self.bytes = dict.fromkeys(("local", "peer", "seed", "origin"), 0)
@@ -417,6 +428,7 @@ class SwarmDownload:
         if record is None:
             return None
         parents = self._usable_parents()
+        now = time.monotonic()
         for number in self._order(record.piece_count):
             # A piece is taken from parents only once its digest is known.
             holders = [
@@ -427,10 +439,14 @@ class SwarmDownload:
                 and (parent.peer_id, number) not in self.misses
             ]
             if holders:
-                parent = min(holders, key=self._load_of)
-                if self._load_of(parent) < _PER_PARENT:
-                    self.parent_load[parent.peer_id] = self._load_of(parent) + 1
-                    return _Job(number, parent)
+                # A piece some parent holds never goes to the origin, even while
+                # every holder is busy.
+                ready = [p for p in holders if self._ready(p, now)]
+                if ready:
+                    parent = min(ready, key=self._expected_wait)
+                    if self._load_of(parent) < self._queue_limit(parent, record):
+                        self.parent_load[parent.peer_id] = self._load_of(parent) + 1
+                        return _Job(number, parent)
                 continue
             if self._may_fetch_from_origin():
                 self.origin_in_flight += 1
@@ -486,6 +502,32 @@ class SwarmDownload:
     def _load_of(self, parent: ParentInfo) -> int:
         return self.parent_load.get(parent.peer_id, 0)
 
+    def _ready(self, parent: ParentInfo, now: float) -> bool:
+        """Whether ``parent`` may be asked now (it did not say "busy" just now)."""
+        return self.busy_until.get(parent.peer_id, 0.0) <= now
+
+    def _expected_wait(self, parent: ParentInfo) -> float:
+        """About how long a piece asked of ``parent`` now would take: its requests
+        outstanding and this one, at the rate it delivered lately. A seed on a fast
+        link then serves more than a peer on a slow one. A parent not measured yet
+        counts as the fastest, so that it is tried."""
+        rate = self.parent_rate.get(parent.peer_id) or self._fastest_rate or 1.0
+        return (self._load_of(parent) + 1) / rate
+
+    def _queue_limit(self, parent: ParentInfo, record: Task) -> int:
+        rate = self.parent_rate.get(parent.peer_id)
+        if rate is None:
+            return 2  # unmeasured: one piece on its way while another is asked for
+        pieces = rate * _PARENT_QUEUE / record.piece_length
+        return min(_PER_PARENT, 1 + int(pieces))
+
+    def _measured(self, parent_id: str, length: int, seconds: float) -> None:
+        sample = length / max(seconds, 1e-6)
+        rate = self.parent_rate.get(parent_id)
+        rate = sample if rate is None else (rate + sample) / 2
+        self.parent_rate[parent_id] = rate
+        self._fastest_rate = max(self.parent_rate.values())
+
     async def _fetch_from_parent(self, number: int, parent: ParentInfo) -> None:
         expected = self.digests[number]
         client = self.node.piece_client(parent.transport)
@@ -503,6 +545,12 @@ class SwarmDownload:
             self.misses.add((parent.peer_id, number))
             self._parent_failed(parent, number, FailureKind.MISSING, str(exc))
             return
+        except ParentBusy:
+            # Not a failure: the piece goes to a parent with a shorter queue, or
+            # here again after the pause (which wakes the picking when it ends).
+            self.busy_until[parent.peer_id] = time.monotonic() + _BUSY_PAUSE
+            await anyio.sleep(_BUSY_PAUSE)
+            return
         except TransportError as exc:
             self.blocked.add(parent.peer_id)
             self._parent_failed(parent, number, FailureKind.UNREACHABLE, str(exc))
@@ -510,6 +558,7 @@ class SwarmDownload:
         finally:
             self.parent_load[parent.peer_id] -= 1
 
+        self._measured(parent.peer_id, len(data), time.monotonic() - began)
         wanted = self._piece(number)
         actual = await anyio.to_thread.run_sync(piece_digest, data)
         if len(data) != wanted.length or expected != actual:

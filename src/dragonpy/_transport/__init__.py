@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from .._storage import PieceStore
-from ._base import PieceClient, PieceNotFound, PieceServer, TransportError
+from ._base import ParentBusy, PieceClient, PieceNotFound, PieceServer, TransportError
 from ._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits
 
 __all__ = [
     "TRANSPORTS",
+    "ParentBusy",
     "PieceClient",
     "PieceNotFound",
     "PieceServer",

@@ -21,13 +21,14 @@ import anyio.abc
 from opentelemetry import context, trace
 from opentelemetry.util.types import Attributes
 
-from .._errors import PieceNotFound, TransportError
+from .._errors import ParentBusy, PieceNotFound, TransportError
 from .._pieces import Piece
 from .._storage import PieceStore
 from .._telemetry import LatencyHistogram, child_span
 from ._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits, UploadThrottle
 
 __all__ = [
+    "ParentBusy",
     "PieceClient",
     "PieceNotFound",
     "PieceServer",
@@ -47,7 +48,8 @@ class PieceClient(abc.ABC):
     ) -> tuple[Piece, bytes | bytearray]:
         """Piece ``number`` of ``task_id`` from the parent at ``host:port``.
 
-        Raises ``PieceNotFound`` when the parent does not hold it and
+        Raises ``PieceNotFound`` when the parent does not hold it, ``ParentBusy``
+        when it has as many pieces waiting as it sends at once, and
         ``TransportError`` when the parent cannot be reached or misbehaves.
         """
 

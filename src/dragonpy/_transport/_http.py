@@ -2,7 +2,8 @@
 
 ``GET /pieces/{task_id}/{number}`` answers ``200`` with the piece's bytes and two
 headers, ``X-Dragonpy-Piece-Offset`` and ``X-Dragonpy-Piece-Digest``; ``404`` when the
-task or piece is not held, with a text body naming which. Connections are kept alive.
+task or piece is not held, with a text body naming which; ``503`` with ``Retry-After``
+when every upload slot is taken and as many pieces wait. Connections are kept alive.
 
 Both halves keep piece bodies out of Python objects. The server parses requests with
 h11 on the event loop, then answers each one from a worker thread that holds the
@@ -36,8 +37,15 @@ from .._http11 import HeadError, StaleConnection, TruncatedBody, read_body, read
 from .._pieces import MIB, Piece
 from .._storage import PieceStore
 from .._telemetry import extract_headers, inject_headers
-from ._base import PieceClient, PieceNotFound, PieceServer, TransportError, fetch_span
-from ._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits
+from ._base import (
+    ParentBusy,
+    PieceClient,
+    PieceNotFound,
+    PieceServer,
+    TransportError,
+    fetch_span,
+)
+from ._limits import BUSY_MESSAGE, DEFAULT_UPLOAD_LIMITS, UploadBusy, UploadLimits
 from ._sockets import accept, listen
 
 logger = logging.getLogger("dragonpy.transport.http")
@@ -227,6 +235,9 @@ class _Connection:
                 await anyio.to_thread.run_sync(
                     self._send_piece, task_id, number, close, limiter=self._threads
                 )
+        except UploadBusy:
+            retry = [("Retry-After", "1")]
+            await self._respond(503, BUSY_MESSAGE, close=close, extra=retry)
         except StoreError as exc:
             if self._h11.our_state is not h11.SEND_RESPONSE:
                 raise
@@ -458,6 +469,10 @@ class _Call:
                 task_id=self._task_id,
                 number=self._number,
             )
+        if response.status == 503:
+            message = response.body.decode("utf-8", "replace").strip()
+            address = self._address
+            raise ParentBusy(f"{address} is busy: {message}", address=address)
         if response.status != 200:
             raise self._error(f"answered {response.status}")
         return self._piece(response), response.body

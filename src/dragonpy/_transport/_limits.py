@@ -4,8 +4,11 @@ A server applies its ``UploadLimits`` through one ``UploadThrottle`` shared by a
 its connections, in two steps:
 
 1. On the event loop, each piece reply takes a slot (``async with throttle.slot()``)
-   before its worker thread starts. When every slot is taken it waits: a request is
-   never refused for being one too many.
+   before its worker thread starts. When every slot is taken it waits its turn,
+   behind at most as many replies as there are slots; past that, ``slot`` raises
+   ``UploadBusy`` and the server answers "busy", so that the requester asks a parent
+   with a shorter queue. On a slow uplink, a deep queue would hold pieces back that
+   other parents could give sooner, and that the requester could pass on.
 2. In the worker thread, once the reply's exact size is known (after the store read
    and any compression), ``throttle.pace(size)`` holds the thread until the server's
    byte budget covers it. The reply then goes out in one zero-copy send.
@@ -24,8 +27,10 @@ import anyio.from_thread
 import attrs
 
 __all__ = [
+    "BUSY_MESSAGE",
     "DEFAULT_UPLOAD_LIMITS",
     "TokenBucket",
+    "UploadBusy",
     "UploadLimits",
     "UploadStatistics",
     "UploadThrottle",
@@ -36,12 +41,12 @@ __all__ = [
 class UploadLimits:
     """What a piece server may send.
 
-    ``max_concurrent_pieces`` pieces are sent at once across all connections; more
-    wait their turn. ``bandwidth`` caps the bytes per second of the whole server, or
-    is None for no cap.
+    ``max_concurrent_pieces`` pieces are sent at once across all connections; as
+    many more wait their turn, and the rest are refused as busy. ``bandwidth``
+    caps the bytes per second of the whole server, or is None for no cap.
     """
 
-    max_concurrent_pieces: int = attrs.field(default=32)
+    max_concurrent_pieces: int = attrs.field(default=4)
     bandwidth: int | None = attrs.field(default=None)
 
     @max_concurrent_pieces.validator
@@ -58,7 +63,7 @@ class UploadLimits:
             )
 
 
-#: 32 pieces at once, no bandwidth limit.
+#: 4 pieces at once, no bandwidth limit.
 DEFAULT_UPLOAD_LIMITS: Final = UploadLimits()
 
 
@@ -73,8 +78,20 @@ class UploadStatistics:
     bytes_sent: int
     #: Pieces that found every slot taken and waited for one.
     slot_waits: int
+    #: Pieces refused because as many were waiting as there are slots.
+    busy_refusals: int
     #: Pieces held back by the bandwidth limit.
     bandwidth_waits: int
+
+
+class UploadBusy(Exception):
+    """Every slot is taken and as many replies wait for one."""
+
+
+#: What a server answers to a piece request refused as busy.
+BUSY_MESSAGE: Final = (
+    "every upload slot is taken and as many pieces wait; ask another parent"
+)
 
 
 class TokenBucket:
@@ -115,7 +132,8 @@ class UploadThrottle:
         # ``pace`` runs in worker threads, several at once.
         self._lock = threading.Lock()
         self._pieces_in_flight = self._pieces_sent = self._bytes_sent = 0
-        self._slot_waits = self._bandwidth_waits = 0
+        self._waiting = self._slot_waits = self._busy_refusals = 0
+        self._bandwidth_waits = 0
         self.update(limits)
 
     def update(self, limits: UploadLimits) -> None:
@@ -142,26 +160,38 @@ class UploadThrottle:
                 pieces_sent=self._pieces_sent,
                 bytes_sent=self._bytes_sent,
                 slot_waits=self._slot_waits,
+                busy_refusals=self._busy_refusals,
                 bandwidth_waits=self._bandwidth_waits,
             )
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold a slot while one piece is read and sent; wait while none is free."""
+        """Hold a slot while one piece is read and sent; wait while none is free,
+        unless as many wait already as there are slots (``UploadBusy``)."""
         # A free slot is taken without a checkpoint, which would cost a trip round
         # the event loop per piece; the thread call that follows is one anyway.
         slots = self._slots  # the one to give back, whatever ``update`` does
         try:
             slots.acquire_nowait()
         except anyio.WouldBlock:
-            self._slot_waits += 1
-            await slots.acquire()
+            await self._wait_for(slots)
         self._pieces_in_flight += 1
         try:
             yield
         finally:
             self._pieces_in_flight -= 1
             slots.release()
+
+    async def _wait_for(self, slots: anyio.Semaphore) -> None:
+        if self._waiting >= self.limits.max_concurrent_pieces:
+            self._busy_refusals += 1
+            raise UploadBusy
+        self._slot_waits += 1
+        self._waiting += 1
+        try:
+            await slots.acquire()
+        finally:
+            self._waiting -= 1
 
     def pace(self, size: int) -> None:
         """Count a piece reply of ``size`` bytes about to be sent, holding the

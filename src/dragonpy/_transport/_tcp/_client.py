@@ -15,7 +15,7 @@ import zstandard
 
 from ..._pieces import MAX_PIECE_LENGTH, Piece
 from ..._telemetry import traceparent
-from .._base import PieceClient, PieceNotFound, TransportError, fetch_span
+from .._base import ParentBusy, PieceClient, PieceNotFound, TransportError, fetch_span
 from ._wire import (
     CAP_TRACE,
     CAP_ZSTD,
@@ -303,6 +303,11 @@ class _ClientConnection:
         self, response: _Response, task_id: str, number: int
     ) -> tuple[Piece, bytes | bytearray]:
         if isinstance(response, _ErrorResponse):
+            if response.code == ErrorCode.BUSY:
+                raise ParentBusy(
+                    f"parent {self.address} is busy: {response.message}",
+                    address=self.address,
+                )
             if response.code == ErrorCode.NOT_FOUND:
                 raise PieceNotFound(
                     f"parent {self.address} does not hold piece {number} of task "

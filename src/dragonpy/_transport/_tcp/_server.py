@@ -19,7 +19,7 @@ from ..._pieces import Piece
 from ..._storage import PieceStore
 from ..._telemetry import context_from_traceparent
 from .._base import PieceServer
-from .._limits import DEFAULT_UPLOAD_LIMITS, UploadLimits
+from .._limits import BUSY_MESSAGE, DEFAULT_UPLOAD_LIMITS, UploadBusy, UploadLimits
 from .._sockets import accept, listen, send_all
 from ._wire import (
     CAP_TRACE,
@@ -338,6 +338,9 @@ class _ServerConnection:
                 sent, compressed = await anyio.to_thread.run_sync(
                     self._send_blocking, reply, limiter=self.server._send_threads
                 )
+        except UploadBusy:
+            assert isinstance(reply, _Get)
+            return await self._send(_Raw(_busy(reply.request_id)))
         except OSError as exc:
             logger.debug("tcp: cannot send to %s: %s", self.peer, exc)
             return False
@@ -395,6 +398,10 @@ class _ServerConnection:
         length = len(fields) + len(digest) + len(payload)
         header = HEADER.pack(FrameType.PIECE, flags, 0, reply.request_id, length)
         return header + fields + digest, payload, bool(flags)
+
+
+def _busy(request_id: int) -> bytes:
+    return encode_error(request_id, ErrorCode.BUSY, BUSY_MESSAGE)
 
 
 def _parse_get(body: bytes, flags: int) -> tuple[str, int, str]:
