@@ -147,6 +147,27 @@ async def test_evictions_are_counted(
     assert value(samples, back, reason="no_scheduler") == 2
 
 
+@pytest.mark.nginx
+async def test_making_room_for_a_download_does_not_evict_it(
+    tmp_path: Path, nginx: str, origin_root: Path
+) -> None:
+    kept = (origin_root / "big.bin").stat().st_size
+    # big.bin fits under the high watermark, not under the low one nor beside
+    # pieces.bin: making room evicts all it can, but not the task it is for.
+    policy = dragonpy.StorePolicy(capacity=50 * MIB)
+    daemon = dragonpy.Daemon(daemon_config(tmp_path / "node", store_policy=policy))
+    async with anyio.create_task_group() as group:
+        await group.start(daemon.run)
+        await daemon.download(dragonpy.Download(f"{nginx}/pieces.bin"))
+        result = await daemon.download(dragonpy.Download(f"{nginx}/big.bin"))
+        samples = await scrape(daemon.metrics_port)
+        group.cancel_scope.cancel()
+
+    assert result.bytes["origin"] == kept
+    assert value(samples, "dragonpy_store_used_bytes") == kept
+    assert value(samples, "dragonpy_store_tasks") == 1
+
+
 @pytest.fixture
 async def mirror(tmp_path: Path, registry: Registry) -> AsyncIterator[dragonpy.Daemon]:
     proxy = dragonpy.ProxyConfig(port=0, registries=(registry.url,))

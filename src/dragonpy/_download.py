@@ -224,8 +224,9 @@ class Downloader:
             digest=request.expected_digest,
             created_at=time.time(),
         )
-        await anyio.to_thread.run_sync(self.store.put_task, record)
+        # Room first: the task, once recorded, could be the one evicted.
         await anyio.to_thread.run_sync(self.store.make_room, stat.content_length)
+        await anyio.to_thread.run_sync(self.store.put_task, record)
         await anyio.to_thread.run_sync(self.store.reserve, stat.content_length)
         return _TaskRun(self, backend, stat, record, request.expected_digest)
 

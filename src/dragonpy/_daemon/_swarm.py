@@ -699,8 +699,9 @@ class SwarmDownload:
             digest=self.request.expected_digest,
             created_at=time.time(),
         )
-        await anyio.to_thread.run_sync(self.store.put_task, record)
+        # Room first: the task, once recorded, could be the one evicted.
         await anyio.to_thread.run_sync(self.store.make_room, content_length)
+        await anyio.to_thread.run_sync(self.store.put_task, record)
         await anyio.to_thread.run_sync(self.store.reserve, content_length)
         self.record = record
         self._map_ranges()
