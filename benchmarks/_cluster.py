@@ -411,14 +411,12 @@ def lower_bound(size: int, peers: int, rates: Sequence[float]) -> float:
 
 
 def lower_bound_origin_once(size: int, peers: int, rates: Sequence[float]) -> float:
-    """Like ``lower_bound``, for a swarm whose origin sends each byte once: the
-    other N - 1 copies then all cross the peers' uplinks."""
+    """Like ``lower_bound``, for a swarm of peers only whose origin sends each byte
+    once, to one of them: that peer must then send every byte on through its own
+    uplink at least once, and the other N - 1 copies all cross the peers' uplinks
+    (the larger of the two terms is the first, S / u_peer)."""
     origin_up, peer_up, peer_down = (rate * 1e6 / 8 for rate in rates)
-    return max(
-        size / origin_up,
-        size / peer_down,
-        (peers - 1) * size / (peers * peer_up),
-    )
+    return max(size / origin_up, size / peer_down, size / peer_up)
 
 
 REGISTRY_PORT: Final = 5000
