@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.netlab import Host
 
-from _origin import MIB, BenchmarkError, markdown_table
+from _origin import MIB, BenchmarkError, markdown_table, nginx_conf
 
 #: Mbit/s: (origin up, peer up, peer down). Rates the two-core machine drives
 #: with CPU to spare; the ratios are those of 100/400 Mbit/s links.
@@ -42,30 +42,6 @@ SCHEDULER_PORT: Final = 8002
 RUN_TIMEOUT: Final = 900.0
 #: The Python that has python3-libtorrent: Debian's, not the benchmark's venv.
 SYSTEM_PYTHON: Final = "/usr/bin/python3"
-
-_NGINX_CONF: Final = """\
-daemon off;
-user root;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    sendfile on;
-    access_log off;
-    default_type application/octet-stream;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-{http}
-    server {{
-        listen {ip}:{port};
-{server}
-    }}
-}}
-"""
 
 
 # Runs and their figures
@@ -354,11 +330,8 @@ def start_nginx(host: Host, name: str, *, server: str, http: str = "") -> str:
     shutil.rmtree(prefix, ignore_errors=True)
     prefix.mkdir(parents=True)
     conf = prefix / "nginx.conf"
-    conf.write_text(
-        _NGINX_CONF.format(
-            prefix=prefix, ip=host.ip, port=NGINX_PORT, http=http, server=server
-        )
-    )
+    listen = f"{host.ip}:{NGINX_PORT}"
+    conf.write_text(nginx_conf(prefix, listen, server=server, http=http, workers=1))
     host.spawn(["nginx", "-c", str(conf), "-p", str(prefix)])
     base = f"http://{host.ip}:{NGINX_PORT}"
     _wait_answering(host, base)

@@ -45,7 +45,7 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 
 _NGINX_CONF: Final = """\
 {user}daemon off;
-worker_processes 2;
+worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 1024; }}
@@ -58,9 +58,10 @@ http {{
     fastcgi_temp_path {prefix}/fastcgi;
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
+{http}
     server {{
-        listen 127.0.0.1:{port};
-        root {root};
+        listen {listen};
+{server}
     }}
 }}
 """
@@ -79,7 +80,8 @@ def nginx_serving(root: Path) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="dragonpy-nginx-") as prefix:
         port = free_port()
         conf = Path(prefix) / "nginx.conf"
-        conf.write_text(_nginx_conf(Path(prefix), root.resolve(), port))
+        server = f"        root {root.resolve()};"
+        conf.write_text(nginx_conf(Path(prefix), f"127.0.0.1:{port}", server=server))
         log = Path(prefix) / "stderr.log"
         with log.open("wb") as stderr:
             # A session of its own, so the workers can be killed with the master.
@@ -97,13 +99,24 @@ def nginx_serving(root: Path) -> Iterator[str]:
             _stop(process)
 
 
-def _nginx_conf(prefix: Path, root: Path, port: int) -> str:
+def nginx_conf(
+    prefix: Path, listen: str, *, server: str, http: str = "", workers: int = 2
+) -> str:
+    """An nginx configuration with its files under ``prefix``, one server on
+    ``listen`` (``host:port``) with the ``server`` directives, and ``http`` ones."""
     # As root, nginx would run its workers as "nobody", who cannot read a 0700
     # temp dir; any other user keeps its own identity and rejects the directive.
     user = ""
     if os.geteuid() == 0:
         user = f"user {pwd.getpwuid(0).pw_name};\n"
-    return _NGINX_CONF.format(user=user, prefix=prefix, root=root, port=port)
+    return _NGINX_CONF.format(
+        user=user,
+        workers=workers,
+        prefix=prefix,
+        listen=listen,
+        server=server,
+        http=http,
+    )
 
 
 def free_port() -> int:
