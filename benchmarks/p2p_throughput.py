@@ -92,7 +92,12 @@ def start_cluster(stack: ExitStack, work: Path, transport: str) -> dict[str, Pat
     scheduler = free_port()
     stack.enter_context(
         dragonpy_process(
-            ["scheduler", "--listen=127.0.0.1", f"--port={scheduler}"],
+            [
+                "scheduler",
+                "--listen=127.0.0.1",
+                f"--port={scheduler}",
+                f"--metrics-port={free_port()}",
+            ],
             work / "scheduler.log",
             scheduler,
         )

@@ -188,6 +188,7 @@ def run_demo(workdir: Path, size: int, peer_count: int) -> None:
                     "scheduler",
                     "--listen=127.0.0.1",
                     f"--port={port}",
+                    f"--metrics-port={free_port()}",
                     log=scheduler_log,
                 )
             )
