@@ -9,20 +9,9 @@ import pytest
 
 import dragonpy
 
+from .daemons import daemon_config
+
 pytestmark = [pytest.mark.anyio, pytest.mark.nginx]
-
-
-def config(store: Path, scheduler_port: int, name: str) -> dragonpy.DaemonConfig:
-    return dragonpy.DaemonConfig(
-        store_dir=store,
-        scheduler=f"127.0.0.1:{scheduler_port}",
-        hostname=name,
-        listen="127.0.0.1",
-        piece_port=0,
-        health_port=0,
-        metrics_port=0,
-        proxy=dragonpy.ProxyConfig(port=0),
-    )
 
 
 async def test_a_second_daemon_takes_everything_from_the_first(
@@ -32,8 +21,8 @@ async def test_a_second_daemon_takes_everything_from_the_first(
     size = (origin_root / "pieces.bin").stat().st_size
     async with anyio.create_task_group() as group:
         port = await group.start(dragonpy.SchedulerServer().serve, "127.0.0.1", 0)
-        first = dragonpy.Daemon(config(tmp_path / "first", port, "first"))
-        second = dragonpy.Daemon(config(tmp_path / "second", port, "second"))
+        first = dragonpy.Daemon(daemon_config(tmp_path / "first", scheduler=port))
+        second = dragonpy.Daemon(daemon_config(tmp_path / "second", scheduler=port))
         await group.start(first.run)
         await group.start(second.run)
 

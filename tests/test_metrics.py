@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import dragonpy
 
+from .daemons import daemon_config
 from .registry import Registry
 
 pytestmark = pytest.mark.anyio
@@ -36,22 +37,6 @@ async def scrape(port: int) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, frozenset(labels.items()))]
-
-
-def daemon_config(
-    store: Path, *, scheduler: int | None = None, **fields: object
-) -> dragonpy.DaemonConfig:
-    fields.setdefault("proxy", dragonpy.ProxyConfig(port=0))
-    return dragonpy.DaemonConfig(
-        store_dir=store,
-        scheduler=None if scheduler is None else f"127.0.0.1:{scheduler}",
-        hostname=store.name,
-        listen="127.0.0.1",
-        piece_port=0,
-        health_port=0,
-        metrics_port=0,
-        **fields,  # type: ignore[arg-type]
-    )
 
 
 @pytest.mark.nginx

@@ -30,6 +30,7 @@ from dragonpy._transport import TRANSPORTS, open_client, open_server
 from dragonpy._transport._tcp import TcpPieceServer
 from dragonpy._transport._tcp._wire import CAP_TRACE, HEADER, FrameType
 
+from .daemons import daemon_config
 from .registry import Registry
 
 pytestmark = pytest.mark.anyio
@@ -104,17 +105,8 @@ def trace_id(span: ReadableSpan) -> int:
 # A whole trace, in one process: every hop still goes over a socket.
 
 
-def daemon_config(store: Path, scheduler_port: int, name: str) -> dragonpy.DaemonConfig:
-    return dragonpy.DaemonConfig(
-        store_dir=store,
-        scheduler=f"127.0.0.1:{scheduler_port}",
-        hostname=name,
-        listen="127.0.0.1",
-        piece_port=0,
-        health_port=0,
-        metrics_port=0,
-        proxy=dragonpy.ProxyConfig(port=0, allow_any_registry=True),
-    )
+# The mirror serves whatever upstream a request names: the tests' registry.
+_OPEN_PROXY = dragonpy.ProxyConfig(port=0, allow_any_registry=True)
 
 
 @pytest.fixture
@@ -122,10 +114,11 @@ async def swarm(tmp_path: Path) -> AsyncIterator[tuple[dragonpy.Daemon, ...]]:
     """A scheduler and two daemons, ``first`` and ``second``."""
     async with anyio.create_task_group() as group:
         port = await group.start(dragonpy.SchedulerServer().serve, "127.0.0.1", 0)
-        daemons = tuple(
-            dragonpy.Daemon(daemon_config(tmp_path / name, port, name))
+        configs = [
+            daemon_config(tmp_path / name, scheduler=port, proxy=_OPEN_PROXY)
             for name in ("first", "second")
-        )
+        ]
+        daemons = tuple(dragonpy.Daemon(config) for config in configs)
         for daemon in daemons:
             await group.start(daemon.run)
         yield daemons
