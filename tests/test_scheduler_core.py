@@ -1353,6 +1353,7 @@ def check_offers(task: Task) -> None:
     counts of open offers add up."""
     sole = {n for n, count in enumerate(task.holders) if count == 1}
     assert sole == {n for n in range(task.piece_count or 0) if task.sole >> n & 1}
+    assert task.offered == sum(1 << number for number in task.offers)
     out: dict[str, int] = {}
     into: dict[str, int] = {}
     for number, offer in task.offers.items():

@@ -676,25 +676,24 @@ class Scheduler:
         for offer in list(task.offers.values()):
             if not self._offer_stands(task, offer, now):
                 offer.withdraw()
-                del task.offers[offer.number]
                 if offer.deadline <= now:
                     task.lapsed[offer.number] = offer.child
                 self._change(task)
-        if task.failure is not None or not task.sole & ~mask_of(task.offers):
+        if task.failure is not None or not task.sole & ~task.offered:
             return
 
         limit = self._config.offers_per_holder
         deadline = now + self._config.offer_timeout
         for holder in task.peers.values():
             room = limit - holder.offers_out
-            waiting = holder.held & task.sole & ~mask_of(task.offers)
+            waiting = holder.held & task.sole & ~task.offered
             if room <= 0 or not waiting:
                 continue
             for number in numbers_of(waiting)[:room]:
                 child = _taker(holder, task.lapsed.pop(number, None))
                 if child is None:
                     break
-                task.offers[number] = Offer(number, holder, child, deadline)
+                Offer(number, holder, child, deadline)
                 self._change(task)
 
     def _offer_stands(self, task: Task, offer: Offer, now: float) -> bool:
@@ -787,7 +786,7 @@ def _visible_pieces(parent: Peer, child: Peer) -> list[int]:
     if child is task.fetcher or not sole or len(_takers(parent)) <= 1:
         return list(parent.held_numbers())
     visible = child.offered | child.wanted_mask
-    if not sole & ~mask_of(task.offers):
+    if not sole & ~task.offered:
         visible |= ~task.sole
     return numbers_of(parent.held & visible)
 

@@ -124,6 +124,7 @@ class Task:
         "holders",
         "id",
         "lapsed",
+        "offered",
         "offers",
         "peers",
         "piece_count",
@@ -159,9 +160,11 @@ class Task:
         self.holders: list[int] = []
         self.swarm_held = 0
         self.sole = 0
-        #: Sole pieces offered to a child, by piece number, and the child that
-        #: last let an offer of the piece lapse (it is not offered it again first).
+        #: Sole pieces offered to a child, by piece number and as a mask, and the
+        #: child that last let an offer of the piece lapse (it is not offered it
+        #: again first).
         self.offers: dict[int, Offer] = {}
+        self.offered = 0
         self.lapsed: dict[int, Peer] = {}
         #: Pieces fetched from the origin at least once, to count repeats.
         self.from_origin = 0
@@ -348,7 +351,8 @@ class Peer:
 
 class Offer:
     """A sole piece offered to one child: only that child sees it at its holder,
-    until the child holds it, leaves, drops the holder, or ``deadline`` passes."""
+    until the child holds it, leaves, drops the holder, or ``deadline`` passes.
+    Making one opens it in the holder's task; ``withdraw`` closes it."""
 
     __slots__ = ("child", "deadline", "holder", "number")
 
@@ -357,14 +361,22 @@ class Offer:
         self.holder = holder
         self.child = child
         self.deadline = deadline
+        bit = 1 << number
+        task = holder.task
+        task.offers[number] = self
+        task.offered |= bit
         holder.offers_out += 1
         child.offers_in += 1
-        child.offered |= 1 << number
+        child.offered |= bit
 
     def withdraw(self) -> None:
+        bit = 1 << self.number
+        task = self.holder.task
+        del task.offers[self.number]
+        task.offered &= ~bit
         self.holder.offers_out -= 1
         self.child.offers_in -= 1
-        self.child.offered &= ~(1 << self.number)
+        self.child.offered &= ~bit
 
 
 def numbers_of(mask: int) -> list[int]:
