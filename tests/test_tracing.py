@@ -178,6 +178,32 @@ async def test_an_incoming_traceparent_makes_the_mirror_span_a_child(
     assert parent_of(mirror) == 0xB7AD6B7169203331
 
 
+@pytest.mark.registry
+async def test_a_head_answer_ends_its_span(
+    spans: InMemorySpanExporter,
+    swarm: tuple[dragonpy.Daemon, dragonpy.Daemon],
+    registry: Registry,
+) -> None:
+    first, _ = swarm
+    data = os.urandom(MIB)
+    digest = registry.push_blob("team/app", data)
+    path = f"/v2/team/app/blobs/{digest}"
+    await first.download(dragonpy.Download(registry.url + path))
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.head(
+            f"http://127.0.0.1:{first.proxy_port}{path}",
+            headers={"traceparent": traceparent, "X-Dragonfly-Registry": registry.url},
+        )
+
+    # A HEAD answer sends no body, so the span cannot wait for the body's end.
+    assert answer.headers["content-length"] == str(len(data))
+    mirror = await wait_for(spans, "mirror HEAD")
+    assert mirror.attributes is not None
+    assert mirror.attributes["http.response.status_code"] == 200
+
+
 # The piece transports, both halves
 
 

@@ -152,6 +152,9 @@ class RegistryMirror:
         with trace.use_span(span, end_on_exit=False):
             response = await self._answer(request)
         span.set_attribute("http.response.status_code", response.status)
+        if request.method == "HEAD":
+            span.end()  # no body goes out: the head is the whole answer
+            return response
         return _ending_span(response, span)
 
     async def _answer(self, request: Request) -> Response:
