@@ -1,0 +1,101 @@
+"""The output file: whole blocks written past the page cache, the rest through it."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dragonpy._output import BLOCK, OutputFile
+
+from .test_get import get
+
+LENGTH = 3 * 1024 * 1024 + 12345
+
+
+@pytest.fixture
+def ramfs(tmp_path: Path) -> Iterator[Path]:
+    """A file system that refuses direct I/O (tmpfs accepts it on recent kernels)."""
+    mount = tmp_path / "ramfs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+async def write_in_pieces(path: Path, content: bytes) -> None:
+    """Write ``content`` as 1 MiB pieces in random order, some from views that
+    do not start on a page, and a short last piece."""
+    output = OutputFile(path)
+    await output.open(len(content))
+    offsets = list(range(0, len(content), 1024 * 1024))
+    random.Random(7).shuffle(offsets)
+    for number, offset in enumerate(offsets):
+        piece = content[offset : offset + 1024 * 1024]
+        if number % 2:
+            # One byte in: the source is not aligned the way direct I/O needs.
+            piece = memoryview(b"x" + piece)[1:]
+        output.write(offset, piece)
+    await output.commit()
+
+
+@pytest.mark.anyio
+async def test_pieces_in_any_order_make_the_whole_file(tmp_path: Path) -> None:
+    content = random.Random(1).randbytes(LENGTH)
+    assert LENGTH % BLOCK
+
+    await write_in_pieces(tmp_path / "f", content)
+
+    assert (tmp_path / "f").read_bytes() == content
+    assert os.listdir(tmp_path) == ["f"]
+
+
+@pytest.mark.anyio
+async def test_a_file_system_without_direct_io_gets_buffered_writes(
+    ramfs: Path,
+) -> None:
+    content = random.Random(2).randbytes(LENGTH)
+
+    await write_in_pieces(ramfs / "f", content)
+
+    assert (ramfs / "f").read_bytes() == content
+
+
+def test_download_onto_a_file_system_without_direct_io(
+    nginx: str, origin_root: Path, ramfs: Path, tmp_path: Path
+) -> None:
+    code, _, stderr = get(
+        f"{nginx}/pieces.bin", "-O", str(ramfs / "f"), "--store", str(tmp_path / "s")
+    )
+
+    assert code == 0, stderr
+    assert (ramfs / "f").read_bytes() == (origin_root / "pieces.bin").read_bytes()
+
+
+def test_get_imports_neither_the_daemon_nor_the_scheduler(
+    nginx: str, tmp_path: Path
+) -> None:
+    # What a download loads is what every run of ``dragonpy get`` waits for.
+    argv = ["get", f"{nginx}/small.bin", "-O", str(tmp_path / "f")]
+    argv += ["--store", str(tmp_path / "s"), "--quiet"]
+    script = (
+        "import atexit, sys\n"
+        "from dragonpy_cli._app import main\n"
+        "atexit.register(lambda: print(' '.join(sys.modules), file=sys.stderr))\n"
+        f"sys.argv = ['dragonpy', *{argv!r}]\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+
+    loaded = set(done.stderr.split())
+    assert (tmp_path / "f").stat().st_size == 1000
+    assert "dragonpy._download" in loaded
+    unwanted = {"dragonpy._daemon", "dragonpy._scheduler", "yaml", "prometheus_client"}
+    assert loaded & unwanted == set()
