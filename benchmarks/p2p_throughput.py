@@ -48,12 +48,8 @@ from _origin import (
     wait_until_answering,
 )
 from dragonpy import Download, open_store
-from dragonpy._daemon import (
-    DownloadDone,
-    DownloadOrder,
-    control_socket_path,
-    order_download,
-)
+from dragonpy._control_socket import control_socket_path
+from dragonpy._daemon import DownloadDone, DownloadOrder, order_download
 
 RUN_TIMEOUT: Final = 600.0
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from dragonpy import Piece, PieceStore, open_store
-from dragonpy._daemon import control_socket_path
+from dragonpy._control_socket import control_socket_path
 
 from .cluster import Cluster, Daemon, Scheduler, abandon, finish, origin_bytes, wait_for
 from .origin import nginx_requests

@@ -55,8 +55,9 @@ def parse_command(argv: Sequence[str]) -> click.Context:
         return daemon.make_context(name, args)
     assert name == "dragonpy", f"{program} is not a dragonpy command"
     command, *rest = args
-    assert command in cli.commands, f"dragonpy has no command {command!r}"
-    return cli.commands[command].make_context(f"dragonpy {command}", rest)
+    found = cli.get_command(click.Context(cli), command)
+    assert found is not None, f"dragonpy has no command {command!r}"
+    return found.make_context(f"dragonpy {command}", rest)
 
 
 def default_of(command: click.Command, name: str) -> Any:

@@ -19,8 +19,9 @@ def test_every_exported_name_exists() -> None:
 def test_every_public_name_is_exported() -> None:
     public = {
         name
-        for name, value in vars(dragonpy).items()
-        if not name.startswith("_") and not isinstance(value, type(os))
+        for name in dir(dragonpy)
+        if not name.startswith("_")
+        and not isinstance(getattr(dragonpy, name), type(os))
     }
     assert public == set(dragonpy.__all__) - {"__version__"}
 

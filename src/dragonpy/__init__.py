@@ -4,6 +4,9 @@ The front door of the SDK. Everything listed in ``__all__`` is public and stable
 modules with a leading underscore are not.
 """
 
+import typing
+
+from . import _lazy
 from ._api import download, download_sync, read_range
 from ._backends import (
     Backend,
@@ -13,7 +16,6 @@ from ._backends import (
     OriginStat,
     register_backend,
 )
-from ._daemon import Daemon, DaemonConfig, ProxyConfig, SwarmResult, TaskFailed
 from ._download import Download, Downloader, DownloadResult, check_digest_syntax
 from ._errors import (
     DigestMismatch,
@@ -42,11 +44,32 @@ from ._identity import (
     task_id,
 )
 from ._pieces import Piece, piece_digest, piece_length_for, plan_pieces
-from ._scheduler import Scheduler, SchedulerClient, SchedulerConfig, SchedulerServer
 from ._storage import PieceStore, StoredTask, StorePolicy, StoreStatistics, open_store
 from ._task import Host, Peer, Task
-from ._transport import UploadLimits
 from ._version import __version__
+
+if typing.TYPE_CHECKING:
+    from ._daemon import Daemon, DaemonConfig, ProxyConfig, SwarmResult, TaskFailed
+    from ._scheduler import Scheduler, SchedulerClient, SchedulerConfig, SchedulerServer
+    from ._transport import UploadLimits
+
+else:
+    # The daemon and the scheduler are imported when first used: a download needs
+    # neither, and they take longer to import than the rest of the package.
+    __getattr__, __dir__ = _lazy.lazy_exports(
+        __name__,
+        {
+            **dict.fromkeys(
+                ["Daemon", "DaemonConfig", "ProxyConfig", "SwarmResult", "TaskFailed"],
+                "._daemon",
+            ),
+            **dict.fromkeys(
+                ["Scheduler", "SchedulerClient", "SchedulerConfig", "SchedulerServer"],
+                "._scheduler",
+            ),
+            "UploadLimits": "._transport",
+        },
+    )
 
 __all__ = [
     "DEFAULT_FILTERED_QUERY_PARAMS",

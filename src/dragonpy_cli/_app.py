@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import os
 
@@ -10,15 +11,32 @@ import click
 
 from dragonpy import __version__
 
-from ._cache import cache
-from ._config import config
-from ._containerd import containerd_config
-from ._daemon import daemon
-from ._get import get
-from ._scheduler import scheduler
+#: Each command and the module that defines it, imported only when the command runs
+#: (or ``--help`` lists it): ``dragonpy get`` need not load the daemon's.
+COMMANDS = {
+    "get": ("._get", "get"),
+    "cache": ("._cache", "cache"),
+    "daemon": ("._daemon", "daemon"),
+    "scheduler": ("._scheduler", "scheduler"),
+    "containerd-config": ("._containerd", "containerd_config"),
+    "config": ("._config", "config"),
+}
 
 
-@click.group()
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, name = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(module, __package__), name)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="dragonpy")
 @click.option(
     "--log-level",
@@ -31,14 +49,6 @@ def cli(log_level: str) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-
-
-cli.add_command(get)
-cli.add_command(cache)
-cli.add_command(daemon)
-cli.add_command(scheduler)
-cli.add_command(containerd_config)
-cli.add_command(config)
 
 
 def main() -> None:

@@ -20,12 +20,7 @@ from dragonpy import (
     DownloadResult,
     check_digest_syntax,
 )
-from dragonpy._daemon import (
-    DaemonUnavailable,
-    DownloadOrder,
-    control_socket_path,
-    order_download,
-)
+from dragonpy._control_socket import control_socket_path
 
 from ._common import open_cli_store, reports_errors, store_options
 
@@ -154,6 +149,13 @@ async def _through_daemon(
 ) -> None:
     """Have the daemon sharing our store download the task into it, if one runs;
     the content is then copied out of the store without asking the origin."""
+    socket_path = control_socket_path(store_dir)
+    if not os.path.exists(socket_path):
+        return
+
+    # Imported here: without a daemon, a download need not load it.
+    from dragonpy._daemon import DaemonUnavailable, DownloadOrder, order_download
+
     order = DownloadOrder(
         request.url,
         headers=headers,
@@ -161,9 +163,6 @@ async def _through_daemon(
         application=request.application,
         digest=request.digest,
     )
-    socket_path = control_socket_path(store_dir)
-    if not os.path.exists(socket_path):
-        return
     try:
         await order_download(socket_path, order, timeout=timeout)
     except DaemonUnavailable as exc:

@@ -13,14 +13,8 @@ from typing import Any, Generic, ParamSpec, TypeVar
 import click
 from click.core import ParameterSource
 
-from dragonpy._config import (
-    Override,
-    changed,
-    environment,
-    keys,
-    load,
-    take_reloadable,
-)
+from dragonpy import _config
+from dragonpy._config import changed, keys, take_reloadable
 from dragonpy._errors import ConfigError
 
 P = ParamSpec("P")
@@ -86,7 +80,7 @@ def config_option(command: Callable[P, T]) -> Callable[P, T]:
     )(command)
 
 
-def given_options(context: click.Context) -> Iterator[Override]:
+def given_options(context: click.Context) -> Iterator[_config.Override]:
     """Overrides from the setting options given on the command line."""
     for parameter in context.command.params:
         if not isinstance(parameter, SettingOption) or parameter.name is None:
@@ -99,7 +93,7 @@ def given_options(context: click.Context) -> Iterator[Override]:
             value = parameter.to_setting(value)
         elif isinstance(value, tuple):
             value = list(value)
-        yield Override(parameter.key, value, parameter.opts[0])
+        yield _config.Override(parameter.key, value, parameter.opts[0])
 
 
 class LiveSettings(Generic[S]):
@@ -115,8 +109,9 @@ class LiveSettings(Generic[S]):
             raise BadConfig(str(exc)) from None
 
     def _load(self) -> S:
-        overrides = [*environment(self.kind, os.environ), *self._options]
-        return load(self.kind, self.file, overrides)
+        # Through the package: loading imports YAML, which only services need.
+        overrides = [*_config.environment(self.kind, os.environ), *self._options]
+        return _config.load(self.kind, self.file, overrides)
 
     def reload(self) -> bool:
         """Load again, taking what can change while running; whether anything did.

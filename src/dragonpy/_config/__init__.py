@@ -7,17 +7,34 @@ is the one source for loading, for ``dragonpy config default``, for reloading on
 SIGHUP and for the table of keys in ``docs/config.md``.
 """
 
-from ._daemon import DaemonSettings
-from ._default import default_file, key_table
+import typing
+
+from .. import _lazy
 from ._fields import Duration, Size
-from ._load import Override, environment, load
 from ._observability import LOG_FORMATS, LOG_LEVELS, LogSettings, TracingSettings
-from ._scheduler import SchedulerSettings
 from ._tree import changed, keys, take_reloadable, to_data
 from ._units import format_duration, format_size, parse_duration, parse_size
 
-#: The settings of each kind of service, by name.
-KINDS = {"daemon": DaemonSettings, "scheduler": SchedulerSettings}
+if typing.TYPE_CHECKING:
+    from ._daemon import DaemonSettings
+    from ._default import default_file, key_table
+    from ._kinds import KINDS
+    from ._load import Override, environment, load
+    from ._scheduler import SchedulerSettings
+else:
+    # Imported when first used: the services' settings import the daemon and the
+    # scheduler, and loading imports YAML; ``dragonpy get`` needs neither.
+    __getattr__, __dir__ = _lazy.lazy_exports(
+        __name__,
+        {
+            "DaemonSettings": "._daemon",
+            "SchedulerSettings": "._scheduler",
+            "KINDS": "._kinds",
+            "default_file": "._default",
+            "key_table": "._default",
+            **dict.fromkeys(["Override", "environment", "load"], "._load"),
+        },
+    )
 
 __all__ = [
     "KINDS",

@@ -5,7 +5,6 @@ from ._control import (
     DaemonUnavailable,
     DownloadDone,
     DownloadOrder,
-    control_socket_path,
     order_download,
 )
 from ._node import Daemon, DaemonConfig
@@ -24,6 +23,5 @@ __all__ = [
     "SwarmDownload",
     "SwarmResult",
     "TaskFailed",
-    "control_socket_path",
     "order_download",
 ]

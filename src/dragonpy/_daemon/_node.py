@@ -21,6 +21,7 @@ import anyio.abc
 import attrs
 
 from .._backends import BackendOptions, Backends
+from .._control_socket import control_socket_path, make_socket_directory
 from .._download import Download
 from .._errors import DragonpyError
 from .._identity import host_id
@@ -44,7 +45,7 @@ from .._transport import (
     open_server,
 )
 from .._web import Request, Response, serve_tcp, serve_unix, text
-from ._control import control_router, control_socket_path, make_socket_directory
+from ._control import control_router
 from ._metrics import DaemonMetrics
 from ._proxy import ProxyConfig, RegistryMirror
 from ._swarm import SwarmDownload, SwarmResult
