@@ -36,7 +36,7 @@ async def write_in_pieces(path: Path, content: bytes) -> None:
     offsets = list(range(0, len(content), 1024 * 1024))
     random.Random(7).shuffle(offsets)
     for number, offset in enumerate(offsets):
-        piece = content[offset : offset + 1024 * 1024]
+        piece: bytes | memoryview = content[offset : offset + 1024 * 1024]
         if number % 2:
             # One byte in: the source is not aligned the way direct I/O needs.
             piece = memoryview(b"x" + piece)[1:]
