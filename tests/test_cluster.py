@@ -114,6 +114,30 @@ def test_a_peer_joining_late_gets_everything_from_peers(
     assert origin_bytes(nginx_dir, f"/{name}") == len(content) + 1
 
 
+def test_busy_holders_send_children_elsewhere_not_to_the_origin(
+    cluster: Cluster, nginx: str, nginx_dir: Path, blob: tuple[str, bytes]
+) -> None:
+    name, content = blob
+    url = f"{nginx}/{name}"
+    cluster.start_scheduler()
+    # One piece sent at a time, slowly, and one waiting: four children's requests
+    # at once are more than two holders admit, so some are answered busy.
+    limits = ("--upload-capacity", "1", "--upload-rate", "16MiB")
+    holders = [cluster.start_daemon(f"holder{n}", *limits) for n in (1, 2)]
+    codes = [code for code, _ in _get_all(holders, url, cluster.workdir / "h")]
+    assert codes == [0, 0]
+    children = [cluster.start_daemon(f"child{n}") for n in range(4)]
+
+    results = _get_all(children, url, cluster.workdir / "out")
+
+    assert [code for code, _ in results] == [0] * 4, results
+    _check_outputs(children, cluster.workdir / "out", content)
+    assert sum(holder.metric("dragonpy_upload_busy_total") for holder in holders) > 0
+    for child in children:
+        assert child.metric("dragonpy_download_bytes_total", source="origin") == 0
+    assert origin_bytes(nginx_dir, f"/{name}") == len(content) + 1
+
+
 def test_get_reports_the_swarm_and_logs_one_line(
     cluster: Cluster, nginx: str, blob: tuple[str, bytes]
 ) -> None:
