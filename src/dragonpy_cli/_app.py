@@ -6,7 +6,6 @@ import gc
 import importlib
 import logging
 import os
-import sys
 
 import click
 
@@ -53,10 +52,6 @@ def cli(log_level: str) -> None:
 
 
 def main() -> None:
-    # httpx imports its own command-line client (click, rich, pygments: 80 ms, a
-    # sixth of a small download) whenever click is installed, as it is here; this
-    # process never runs it. An absent module makes httpx skip it.
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     # Everything imported so far lives as long as the process: keep the cyclic garbage
     # collector from walking it again and again while a download allocates.
     gc.freeze()
