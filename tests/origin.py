@@ -32,7 +32,8 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) ->
         if process.poll() is not None:
             break
         try:
-            httpx.get(url, timeout=1)
+            # Any answer will do, even over a certificate nobody trusts yet.
+            httpx.get(url, timeout=1, verify=False)
             return
         except httpx.TransportError:
             time.sleep(0.05)
@@ -40,11 +41,14 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) ->
 
 
 @contextlib.contextmanager
-def run_nginx(root: Path, workdir: Path) -> Iterator[str]:
+def run_nginx(
+    root: Path, workdir: Path, certificate: tuple[Path, Path] | None = None
+) -> Iterator[str]:
     """nginx serving ``root`` on a free loopback port; yields its base URL.
 
     Its access log records each request's range and body bytes, so tests can count
     origin traffic. Under ``/slow/`` it serves the same files at a limited rate.
+    With ``certificate`` (certificate and key files) it serves HTTPS.
     """
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
@@ -70,7 +74,7 @@ http {{
     scgi_temp_path {workdir};
     sendfile on;
     server {{
-        listen 127.0.0.1:{port};
+        {_listen(port, certificate)}
         root {root};
         # The same files at 4 MB/s per connection: downloads that last long enough
         # to kill something in the middle of them.
@@ -84,13 +88,35 @@ http {{
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if certificate else 'http'}://127.0.0.1:{port}"
     try:
         wait_until_serving(url + "/", process, workdir / "error.log")
         yield url
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def _listen(port: int, certificate: tuple[Path, Path] | None) -> str:
+    if certificate is None:
+        return f"listen 127.0.0.1:{port};"
+    cert, key = certificate
+    return (
+        f"listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; "
+        f"ssl_certificate_key {key};"
+    )
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key, made by openssl."""
+    cert, key = directory / "origin.crt", directory / "origin.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert),
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 def nginx_requests(workdir: Path, path: str) -> list[str]:

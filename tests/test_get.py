@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,13 @@ from click.testing import CliRunner
 import dragonpy
 from dragonpy_cli._app import cli
 
-from .origin import TrickyOrigin, free_port, nginx_requests
+from .origin import (
+    TrickyOrigin,
+    free_port,
+    nginx_requests,
+    run_nginx,
+    self_signed_certificate,
+)
 
 MIB = 1024 * 1024
 PIECES_BIN = 3 * 4 * MIB + 12345
@@ -462,3 +469,38 @@ def test_one_log_line_per_download(
     assert lines[1].startswith("download task failed task_id=")
     assert "404" in lines[1]
     assert "secret-pw" not in lines[1]
+
+
+@pytest.fixture
+def tls_nginx(origin_root: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """nginx over HTTPS with a certificate no system trusts; yields its URL and
+    the certificate, to pass as ``--cacert``."""
+    certificate = self_signed_certificate(tmp_path)
+    with run_nginx(origin_root, tmp_path / "tls-nginx", certificate) as url:
+        yield url, certificate[0]
+
+
+def test_tls_is_verified_unless_told_otherwise(
+    tls_nginx: tuple[str, Path], origin_root: Path, out: Path, tmp_path: Path
+) -> None:
+    url, ca_file = tls_nginx
+    store = ["--store", str(tmp_path / "s")]
+    expected = (origin_root / "pieces.bin").read_bytes()
+
+    code, _, stderr = get(f"{url}/pieces.bin", "-O", str(out / "f"), *store)
+    assert code == dragonpy.OriginUnreachable.exit_code
+    assert "certificate verify failed" in stderr and "--cacert" in stderr
+    assert leftovers(out) == [] and not (out / "f").exists()
+
+    code, _, stderr = get(
+        f"{url}/pieces.bin", "-O", str(out / "f"), *store, "--cacert", str(ca_file)
+    )
+    assert code == 0, stderr
+    assert (out / "f").read_bytes() == expected
+
+    # A new task (another tag), so the origin is asked again, without verification.
+    code, _, stderr = get(
+        f"{url}/pieces.bin", "-O", str(out / "g"), *store, "--insecure", "--tag", "v2"
+    )
+    assert code == 0, stderr
+    assert (out / "g").read_bytes() == expected

@@ -9,7 +9,6 @@ failures are retried with exponential backoff. Piece bodies take the fast path i
 
 from __future__ import annotations
 
-import functools
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -29,6 +28,7 @@ from .._errors import (
     OriginUnreachable,
     RangeNotSupported,
 )
+from .._tls import client_context
 from .._version import __version__
 from ._base import Backend, BackendOptions, OriginStat
 from ._oci import resolve_oci_url
@@ -44,22 +44,6 @@ _FIRST_BACKOFF: Final = 0.2
 T = TypeVar("T")
 
 
-def make_ssl_context(options: BackendOptions) -> ssl.SSLContext:
-    """TLS settings shared by httpx and the range reader: verification on by default."""
-    return _ssl_context(options.verify_tls, options.ca_file)
-
-
-# Loading the CA bundle takes tens of milliseconds: do it once per process and setting.
-@functools.cache
-def _ssl_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    if not verify:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=ca_file)
-
-
 class HttpBackend(Backend):
     """``http://``, ``https://`` and ``oci://`` origins."""
 
@@ -68,7 +52,8 @@ class HttpBackend(Backend):
     def __init__(self, options: BackendOptions, *, concurrency: int = 16) -> None:
         self._options = options
         self._auth = RegistryAuth(options.credentials)
-        context = make_ssl_context(options)
+        # Shared by httpx and the range reader: verification on by default.
+        context = client_context(options.verify_tls, options.ca_file)
         self._client = httpx.AsyncClient(
             auth=self._auth,
             verify=context,
@@ -277,7 +262,22 @@ def _check_range_response(
     )
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is in the chain of causes of ``exc``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _describe_transport_error(exc: httpx.TransportError) -> str:
     cause = exc.__cause__ or exc.__context__
     detail = str(cause or exc) or type(exc).__name__
+    if _caused_by(exc, ssl.SSLCertVerificationError):
+        detail += (
+            "; trust the origin's CA (--cacert, BackendOptions.ca_file) or turn "
+            "verification off (--insecure)"
+        )
     return f"cannot reach origin: {detail}"

@@ -40,6 +40,7 @@ from .._scheduler import Priority
 from .._storage import PieceStore
 from .._task import Task
 from .._telemetry import extract_headers, tracer
+from .._tls import client_context
 from .._web import Request, Response, SendChunk, WrittenBody, text
 from ._metrics import SOURCES, DaemonMetrics
 from ._swarm import SwarmDownload
@@ -121,7 +122,9 @@ class RegistryMirror:
     def __init__(self, config: ProxyConfig, daemon: Daemon) -> None:
         self.daemon = daemon
         self.reconfigure(config)
-        self.http = httpx.AsyncClient(follow_redirects=True, timeout=30.0)
+        self.http = httpx.AsyncClient(
+            follow_redirects=True, timeout=30.0, verify=client_context()
+        )
         # (blob URL, digest of the Authorization header) -> accepted until then.
         self._accepted: dict[tuple[str, str], float] = {}
         # Token endpoints named by served registries' challenges, by path: older

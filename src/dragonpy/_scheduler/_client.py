@@ -9,6 +9,7 @@ from opentelemetry import trace
 
 from .._errors import DragonpyError
 from .._telemetry import child_span, inject_headers
+from .._tls import client_context
 from ._messages import (
     AnnounceReply,
     HostAnnounce,
@@ -60,6 +61,7 @@ class SchedulerClient:
         self._http = httpx.AsyncClient(
             base_url=f"http://{address}",
             headers={"Content-Type": "application/json"},
+            verify=client_context(),
         )
 
     async def aclose(self) -> None:
