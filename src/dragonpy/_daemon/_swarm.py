@@ -166,6 +166,10 @@ class SwarmDownload:
         self._fastest_rate = 0.0
         #: Parents that answered "busy", and when they may be asked again.
         self.busy_until: dict[str, float] = {}
+        #: Requests a parent that answered "busy" takes from us at once, and the
+        #: pieces it has delivered since the last change of that number.
+        self.parent_window: dict[str, int] = {}
+        self._window_progress: dict[str, int] = {}
         self.blocked: set[str] = set()
         self.misses: set[tuple[str, int]] = set()
         self.bytes = dict.fromkeys(("local", "peer", "seed", "origin"), 0)
@@ -517,9 +521,30 @@ class SwarmDownload:
     def _queue_limit(self, parent: ParentInfo, record: Task) -> int:
         rate = self.parent_rate.get(parent.peer_id)
         if rate is None:
-            return 2  # unmeasured: one piece on its way while another is asked for
-        pieces = rate * _PARENT_QUEUE / record.piece_length
-        return min(_PER_PARENT, 1 + int(pieces))
+            limit = 2  # unmeasured: one piece on its way while another is asked for
+        else:
+            pieces = rate * _PARENT_QUEUE / record.piece_length
+            limit = min(_PER_PARENT, 1 + int(pieces))
+        return min(limit, self.parent_window.get(parent.peer_id, limit))
+
+    def _refused(self, parent_id: str) -> None:
+        """A parent answered "busy": ask it for one piece fewer at once (at least
+        one), so that a parent with few upload slots is not asked in vain again
+        and again, each refusal costing its piece a pause."""
+        outstanding = self.parent_load.get(parent_id, 1)
+        self.parent_window[parent_id] = max(1, outstanding - 1)
+        self._window_progress[parent_id] = 0
+
+    def _delivered(self, parent_id: str) -> None:
+        """A piece came: after a whole window of them, try one request more, as
+        the parent's other children may have gone."""
+        window = self.parent_window.get(parent_id)
+        if window is None or window >= _PER_PARENT:
+            return
+        progress = self._window_progress[parent_id] + 1
+        if progress >= window:
+            self.parent_window[parent_id], progress = window + 1, 0
+        self._window_progress[parent_id] = progress
 
     def _measured(self, parent_id: str, length: int, seconds: float) -> None:
         sample = length / max(seconds, 1e-6)
@@ -549,6 +574,7 @@ class SwarmDownload:
             # Not a failure: the piece goes to a parent with a shorter queue, or
             # here again after the pause (which wakes the picking when it ends).
             self.busy_until[parent.peer_id] = time.monotonic() + _BUSY_PAUSE
+            self._refused(parent.peer_id)
             await anyio.sleep(_BUSY_PAUSE)
             return
         except TransportError as exc:
@@ -559,6 +585,7 @@ class SwarmDownload:
             self.parent_load[parent.peer_id] -= 1
 
         self._measured(parent.peer_id, len(data), time.monotonic() - began)
+        self._delivered(parent.peer_id)
         wanted = self._piece(number)
         actual = await anyio.to_thread.run_sync(piece_digest, data)
         if len(data) != wanted.length or expected != actual:

@@ -46,7 +46,7 @@ class UploadLimits:
     caps the bytes per second of the whole server, or is None for no cap.
     """
 
-    max_concurrent_pieces: int = attrs.field(default=4)
+    max_concurrent_pieces: int = attrs.field(default=2)
     bandwidth: int | None = attrs.field(default=None)
 
     @max_concurrent_pieces.validator
@@ -63,7 +63,7 @@ class UploadLimits:
             )
 
 
-#: 4 pieces at once, no bandwidth limit.
+#: 2 pieces at once, no bandwidth limit (docs/transport.md says why 2).
 DEFAULT_UPLOAD_LIMITS: Final = UploadLimits()
 
 
