@@ -73,6 +73,9 @@ class Response:
     #: For a 2xx answer to CONNECT: takes over the connection once the answer is
     #: sent, with any bytes the client sent after its request.
     tunnel: Tunnel | None = None
+    #: Awaited once the answer is over, whether its body went out, failed or was
+    #: never sent (a HEAD's): where a handler lets go of what the body needed.
+    closed: Callable[[], Awaitable[None]] | None = None
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -169,7 +172,12 @@ async def _serve_connection(stream: anyio.abc.ByteStream, handler: Handler) -> N
                     await _open_tunnel(stream, connection, response)
                     return
                 head = request.method == "HEAD"
-                await _send_response(stream, connection, response, head=head)
+                try:
+                    await _send_response(stream, connection, response, head=head)
+                finally:
+                    if response.closed is not None:
+                        with anyio.CancelScope(shield=True):
+                            await response.closed()
                 if connection.our_state is not h11.DONE:
                     return
                 connection.start_next_cycle()
@@ -283,16 +291,25 @@ async def _send_response(
     await _send(
         stream, connection, h11.Response(status_code=response.status, headers=headers)
     )
-    if head:
-        pass  # h11 sends no body for a HEAD answer, whatever it announces
-    elif isinstance(response.body, bytes):
-        await _send(stream, connection, h11.Data(data=response.body))
+    # h11 sends no body for a HEAD answer, whatever it announces.
+    if not head:
+        await _send_body(stream, connection, response.body)
+    await _send(stream, connection, h11.EndOfMessage())
+
+
+async def _send_body(
+    stream: anyio.abc.ByteStream,
+    connection: h11.Connection,
+    body: bytes | AsyncIterator[bytes] | WrittenBody,
+) -> None:
+    if isinstance(body, bytes):
+        await _send(stream, connection, h11.Data(data=body))
     else:
         try:
-            if isinstance(response.body, WrittenBody):
-                await _write_from_thread(stream, connection, response.body)
+            if isinstance(body, WrittenBody):
+                await _write_from_thread(stream, connection, body)
             else:
-                async for chunk in response.body:
+                async for chunk in body:
                     if chunk:
                         # Passed through h11 as it is: no copy of the body.
                         data = h11.Data(data=chunk)
@@ -306,11 +323,10 @@ async def _send_response(
         finally:
             # A client that went away leaves the generator mid-way: close it now,
             # so what it holds (a lease, a connection) is let go at once.
-            aclose = getattr(response.body, "aclose", None)
+            aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
-    await _send(stream, connection, h11.EndOfMessage())
 
 
 async def _write_from_thread(

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlencode, urlsplit
 
@@ -155,9 +155,6 @@ class RegistryMirror:
         with trace.use_span(span, end_on_exit=False):
             response = await self._answer(request)
         span.set_attribute("http.response.status_code", response.status)
-        if request.method == "HEAD":
-            span.end()  # no body goes out: the head is the whole answer
-            return response
         return _ending_span(response, span)
 
     async def _answer(self, request: Request) -> Response:
@@ -433,6 +430,9 @@ class RegistryMirror:
             answer.headers.get("content-type", "application/octet-stream"),
             passed,
             int(length) if length and length.isdigit() else None,
+            # Also when the body is never sent (a HEAD): the upstream connection
+            # goes back to the pool.
+            closed=answer.aclose,
         )
 
 
@@ -506,46 +506,24 @@ def _stored_span(
 async def _relay(
     answer: httpx.Response, metrics: DaemonMetrics
 ) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in answer.aiter_raw():
-            metrics.served("upstream", len(chunk))
-            yield chunk
-    finally:
-        await answer.aclose()
+    async for chunk in answer.aiter_raw():
+        metrics.served("upstream", len(chunk))
+        yield chunk
 
 
 def _ending_span(response: Response, span: trace.Span) -> Response:
-    """``response``, ending ``span`` once its body is sent (or fails)."""
-    body = response.body
-    if isinstance(body, bytes):
-        span.end()
-        return response
-    if isinstance(body, WrittenBody):
-        return attrs.evolve(response, body=WrittenBody(_write_ending(body, span)))
-    return attrs.evolve(response, body=_iterate_ending(body, span))
+    """``response``, ending ``span`` once the answer is over (sent, failed, or a
+    HEAD's, whose body is never sent)."""
+    closed = response.closed
 
-
-def _write_ending(body: WrittenBody, span: trace.Span) -> Callable[[SendChunk], None]:
-    def write(send: SendChunk) -> None:
+    async def close() -> None:
         try:
-            body.write(send)
+            if closed is not None:
+                await closed()
         finally:
             span.end()
 
-    return write
-
-
-async def _iterate_ending(
-    body: AsyncIterator[bytes], span: trace.Span
-) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in body:
-            yield chunk
-    finally:
-        aclose = getattr(body, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        span.end()
+    return attrs.evolve(response, closed=close)
 
 
 class _Served:
