@@ -69,6 +69,7 @@ class CentralCache(Contender):
     def __init__(self, origin: Host, cache: Host, url: str) -> None:
         self.source = origin
         self.cache = cache
+        self.relays = [cache]
         self.origin_url = url
         self.url = ""
 

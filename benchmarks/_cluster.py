@@ -57,6 +57,8 @@ class Run:
         self.finished: dict[str, float] = {}
         self.origin_bytes = 0
         self.cpu_seconds = 0.0
+        #: Bytes each host's link sent during the run, by host name.
+        self.sent: dict[str, int] = {}
 
     def summary(self, size: int, bound: float | None = None) -> dict[str, Any]:
         times = sorted(self.finished.values())
@@ -69,6 +71,7 @@ class Run:
             "origin_bytes_vs_blob": round(self.origin_bytes / size, 2),
             "cpu_s_per_gib": round(self.cpu_seconds / delivered, 1),
             "finished_s": {name: round(t, 2) for name, t in self.finished.items()},
+            "sent_vs_blob": {name: round(n / size, 2) for name, n in self.sent.items()},
         }
         if bound is not None:
             summary["bound_s"] = round(bound, 2)
@@ -110,10 +113,12 @@ def print_and_write(
 
 class Contender:
     """One way to get the blob to the peers. ``source`` is the host whose uplink
-    serves the original bytes (the origin, or the BitTorrent seeder)."""
+    serves the original bytes (the origin, or the BitTorrent seeder); ``relays``
+    are the other hosts that send to the peers (a seed daemon, a cache)."""
 
     name: str
     source: Host
+    relays: Sequence[Host] = ()
 
     def running(self, peers: list[Host]) -> AbstractContextManager[None]:
         """Servers that must run while ``peers`` download (none by default)."""
@@ -158,6 +163,7 @@ class Dragonpy(Contender):
         self.scheduler = scheduler
         self.url = url
         self.seeds = [] if seed is None else [seed]
+        self.relays = self.seeds
 
     def running(self, peers: list[Host]) -> AbstractContextManager[None]:
         return dragonpy_swarm(self.scheduler, peers, seeds=self.seeds)
@@ -251,10 +257,12 @@ def run_peers(
     run = Run(contender.name, topology, len(peers) + len(late))
     clean_outputs([*peers, *late])
     cpu = children_cpu()
+    senders = [contender.source, *contender.relays, *peers, *late]
     with contender.running([*peers, *late]):
-        before = contender.source.traffic()[1]
+        before = {host.name: host.traffic()[1] for host in senders}
         run.finished = _time_downloads(contender, peers, late, late_when)
-        run.origin_bytes = contender.source.traffic()[1] - before
+        run.sent = {h.name: h.traffic()[1] - before[h.name] for h in senders}
+    run.origin_bytes = run.sent[contender.source.name]
     run.cpu_seconds = children_cpu() - cpu
     check_outputs(contender, [*peers, *late])
     return run
