@@ -48,8 +48,12 @@ from _origin import (
     wait_until_answering,
 )
 from dragonpy import Download, open_store
-from dragonpy._control_socket import control_socket_path
-from dragonpy._daemon import DownloadDone, DownloadOrder, order_download
+from dragonpy._handoff import (
+    DownloadDone,
+    DownloadOrder,
+    control_socket_path,
+    order_download,
+)
 
 RUN_TIMEOUT: Final = 600.0
 

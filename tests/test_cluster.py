@@ -15,10 +15,11 @@ import httpx
 import pytest
 
 from dragonpy import Piece, PieceStore, open_store
-from dragonpy._control_socket import control_socket_path
+from dragonpy._handoff import control_socket_path
 
 from .cluster import Cluster, Daemon, Scheduler, abandon, finish, origin_bytes, wait_for
 from .origin import nginx_requests
+from .test_output import NOT_FOR_A_DOWNLOAD, modules_loaded_by_get
 
 pytestmark = pytest.mark.nginx
 
@@ -338,6 +339,27 @@ def test_get_finds_a_daemon_whose_store_is_too_deep_for_a_socket_inside(
 
     assert code == 0, stderr
     assert (cluster.workdir / "out.bin").read_bytes() == content
+    assert daemon.metric("dragonpy_download_bytes_total", source="origin") == len(
+        content
+    )
+
+
+def test_get_hands_over_to_a_daemon_without_loading_it(
+    cluster: Cluster, nginx: str, blob: tuple[str, bytes]
+) -> None:
+    # Every node starts ``dragonpy get`` at once in a fan-out: its start-up is paid
+    # on every node, so the hand-off must not import the daemon's side.
+    name, content = blob
+    daemon = cluster.start_daemon("handed")
+    output = cluster.workdir / "out.bin"
+
+    loaded = modules_loaded_by_get(
+        f"{nginx}/{name}", "-O", str(output), f"--store={daemon.store}", "--quiet"
+    )
+
+    assert output.read_bytes() == content
+    assert "dragonpy._handoff" in loaded
+    assert loaded & NOT_FOR_A_DOWNLOAD == set()
     assert daemon.metric("dragonpy_download_bytes_total", source="origin") == len(
         content
     )

@@ -77,26 +77,38 @@ def test_download_onto_a_file_system_without_direct_io(
     assert (ramfs / "f").read_bytes() == (origin_root / "pieces.bin").read_bytes()
 
 
-def test_get_imports_only_what_a_download_needs(nginx: str, tmp_path: Path) -> None:
-    # What a download loads is what every run of ``dragonpy get`` waits for.
-    argv = ["get", f"{nginx}/small.bin", "-O", str(tmp_path / "f")]
-    argv += ["--store", str(tmp_path / "s"), "--quiet"]
+#: Modules a download has no use for: the daemon, the scheduler, YAML, metrics, and
+#: httpx's own command-line client, which drags in rich and pygments.
+NOT_FOR_A_DOWNLOAD = frozenset(
+    {"dragonpy._daemon", "dragonpy._scheduler", "yaml", "prometheus_client"}
+    | {"httpx._main", "rich", "pygments"}
+)
+
+
+def modules_loaded_by_get(*argv: str) -> set[str]:
+    """The modules a ``dragonpy get`` process had loaded when it ended (what every
+    run of it waits for); it must succeed."""
     script = (
         "import atexit, sys\n"
         "from dragonpy_cli._app import main\n"
         "loaded = lambda: [name for name, m in sys.modules.items() if m is not None]\n"
         "atexit.register(lambda: print(' '.join(loaded()), file=sys.stderr))\n"
-        f"sys.argv = ['dragonpy', *{argv!r}]\n"
+        f"sys.argv = ['dragonpy', 'get', *{list(argv)!r}]\n"
         "main()\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
+    return set(done.stderr.split())
 
-    loaded = set(done.stderr.split())
-    assert (tmp_path / "f").stat().st_size == 1000
+
+def test_get_imports_only_what_a_download_needs(nginx: str, tmp_path: Path) -> None:
+    output, store = tmp_path / "f", tmp_path / "s"
+
+    loaded = modules_loaded_by_get(
+        f"{nginx}/small.bin", "-O", str(output), "--store", str(store), "--quiet"
+    )
+
+    assert output.stat().st_size == 1000
     assert "dragonpy._download" in loaded
-    unwanted = {"dragonpy._daemon", "dragonpy._scheduler", "yaml", "prometheus_client"}
-    # httpx's own command-line client, which drags in rich and pygments.
-    unwanted |= {"httpx._main", "rich", "pygments"}
-    assert loaded & unwanted == set()
+    assert loaded & NOT_FOR_A_DOWNLOAD == set()

@@ -20,7 +20,12 @@ from dragonpy import (
     DownloadResult,
     check_digest_syntax,
 )
-from dragonpy._control_socket import control_socket_path
+from dragonpy._handoff import (
+    DaemonUnavailable,
+    DownloadOrder,
+    control_socket_path,
+    order_download,
+)
 
 from ._common import open_cli_store, reports_errors, store_options
 
@@ -152,9 +157,6 @@ async def _through_daemon(
     socket_path = control_socket_path(store_dir)
     if not os.path.exists(socket_path):
         return
-
-    # Imported here: without a daemon, a download need not load it.
-    from dragonpy._daemon import DaemonUnavailable, DownloadOrder, order_download
 
     order = DownloadOrder(
         request.url,

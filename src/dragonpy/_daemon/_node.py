@@ -21,9 +21,9 @@ import anyio.abc
 import attrs
 
 from .._backends import BackendOptions, Backends
-from .._control_socket import control_socket_path, make_socket_directory
 from .._download import Download
 from .._errors import DragonpyError
+from .._handoff import control_socket_path, make_socket_directory
 from .._identity import host_id
 from .._scheduler import (
     HostAnnounce,

@@ -16,7 +16,6 @@ from ._messages import (
     AnnounceReply,
     FailureKind,
     HostAnnounce,
-    MessageError,
     ParentFailure,
     ParentInfo,
     PeerFinished,
@@ -29,8 +28,6 @@ from ._messages import (
     Role,
     SeedTrigger,
     SeedTriggers,
-    decode,
-    encode,
 )
 from ._server import DEFAULT_PORT, SchedulerServer, run_scheduler
 
@@ -39,7 +36,6 @@ __all__ = [
     "AnnounceReply",
     "FailureKind",
     "HostAnnounce",
-    "MessageError",
     "ParentFailure",
     "ParentInfo",
     "PeerFinished",
@@ -62,7 +58,5 @@ __all__ = [
     "SeedTriggers",
     "UnknownHost",
     "UnknownPeer",
-    "decode",
-    "encode",
     "run_scheduler",
 ]

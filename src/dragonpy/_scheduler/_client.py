@@ -10,6 +10,7 @@ from opentelemetry import trace
 from .._errors import DragonpyError
 from .._telemetry import child_span, inject_headers
 from .._tls import client_context
+from .._wire import decode, encode
 from ._messages import (
     AnnounceReply,
     HostAnnounce,
@@ -19,8 +20,6 @@ from ._messages import (
     PieceReport,
     SeedTrigger,
     SeedTriggers,
-    decode,
-    encode,
     route_of,
 )
 

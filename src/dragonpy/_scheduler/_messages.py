@@ -1,8 +1,7 @@
 """What daemons and the scheduler say to each other, as JSON over HTTP.
 
-Every message is an attrs class structured by ``cattrs`` with unknown keys forbidden,
-so a misspelled or mistyped field is an error that names its path. The exchanges are
-described in ``docs/scheduler.md``::
+Every message is an attrs class, encoded and checked by ``_wire``. The exchanges
+are described in ``docs/scheduler.md``::
 
     POST   /hosts                      HostAnnounce         -> AnnounceReply
     DELETE /hosts/{host_id}                                 -> 204
@@ -17,18 +16,15 @@ described in ``docs/scheduler.md``::
 from __future__ import annotations
 
 import enum
-import json
 import re
-from typing import Any, Final, TypeVar
+from typing import Final
 
 import attrs
-import cattrs
 
 __all__ = [
     "AnnounceReply",
     "FailureKind",
     "HostAnnounce",
-    "MessageError",
     "ParentFailure",
     "ParentInfo",
     "PeerFinished",
@@ -40,8 +36,6 @@ __all__ = [
     "Role",
     "SeedTrigger",
     "SeedTriggers",
-    "decode",
-    "encode",
     "route_of",
 ]
 
@@ -248,33 +242,3 @@ class PeerFinished:
     success: bool
     reason: str = ""
     partial: bool = False
-
-
-converter: Final = cattrs.Converter(forbid_extra_keys=True)
-
-T = TypeVar("T")
-
-
-class MessageError(ValueError):
-    """A message that is not valid JSON or does not fit its type."""
-
-
-def encode(message: object) -> bytes:
-    return json.dumps(converter.unstructure(message), separators=(",", ":")).encode()
-
-
-def decode(data: bytes, kind: type[T]) -> T:
-    """Parse ``data`` as a ``kind``; ``MessageError`` names what was wrong."""
-    try:
-        raw: Any = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MessageError(f"body is not JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise MessageError(f"{kind.__name__} must be a JSON object")
-    try:
-        return converter.structure(raw, kind)
-    except cattrs.BaseValidationError as exc:
-        details = "; ".join(cattrs.transform_error(exc, path=kind.__name__))
-        raise MessageError(details) from exc
-    except (TypeError, ValueError) as exc:
-        raise MessageError(f"{kind.__name__}: {exc}") from exc

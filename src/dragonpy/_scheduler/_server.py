@@ -22,18 +22,16 @@ from opentelemetry import trace
 
 from .._telemetry import child_span, extract_headers
 from .._web import Request, Response, Router, serve_tcp, text
+from .._wire import MessageError, decode, encode
 from ._core import Scheduler, SchedulerConfig, SchedulerError, UnknownHost, UnknownPeer
 from ._messages import (
     MAX_POLL_TIMEOUT,
     HostAnnounce,
-    MessageError,
     PeerFinished,
     PeerRegister,
     PeerView,
     PieceReport,
     SeedTriggers,
-    decode,
-    encode,
     route_of,
 )
 from ._metrics import DEFAULT_METRICS_PORT, SchedulerMetrics
