@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import stat
 from typing import Final
 
 import attrs
-import httpx
 
 from ._errors import DragonpyError
-from ._wire import decode, encode
+from ._http11 import HeadError, StaleConnection, TruncatedBody, read_body, read_head
+from ._wire import MessageError, decode, encode
 
 #: The control socket's name inside the store directory.
 CONTROL_SOCKET: Final = "daemon.sock"
@@ -33,6 +34,8 @@ _MAX_SOCKET_PATH: Final = 107
 # too deep.
 _SHORT_SOCKET_ROOT: Final = "/tmp"
 _ORDER_TIMEOUT: Final = 10.0
+_MAX_ANSWER_HEAD: Final = 16 * 1024
+_MAX_ANSWER_BODY: Final = 1024 * 1024
 
 
 def control_socket_path(store_dir: str | os.PathLike[str]) -> str:
@@ -104,32 +107,63 @@ class DaemonUnavailable(DragonpyError):
     """The local daemon's control socket answered, but not as a daemon should."""
 
 
-async def order_download(
+def order_download(
     socket_path: str, order: DownloadOrder, *, timeout: float | None
 ) -> DownloadDone | None:
     """Have the daemon listening on ``socket_path`` download ``order`` into its
-    store; None when no daemon listens there."""
-    # No TLS on a Unix socket: without verify=False, httpx would load the CA
-    # certificates anyway, the longest step of asking.
-    transport = httpx.AsyncHTTPTransport(uds=socket_path, verify=False)
-    async with httpx.AsyncClient(transport=transport, timeout=_ORDER_TIMEOUT) as http:
+    store; None when no daemon listens there.
+
+    Blocking: the daemon answers once the download is done, within ``timeout``
+    seconds (None: however long it takes). A plain socket rather than httpx, whose
+    import would cost every node of a fan-out start-up time for one request.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(_ORDER_TIMEOUT)
         try:
-            response = await http.post(
-                "http://daemon/downloads",
-                content=encode(order),
-                timeout=httpx.Timeout(_ORDER_TIMEOUT, read=timeout),
-            )
-        except (httpx.ConnectError, FileNotFoundError):
-            return None
-        except httpx.HTTPError as exc:
+            sock.connect(socket_path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            return None  # no daemon, or a socket file a dead one left behind
+        try:
+            status, body = _exchange(sock, encode(order), timeout)
+        except (OSError, HeadError, StaleConnection, TruncatedBody) as exc:
             raise DaemonUnavailable(
                 f"the local daemon at {socket_path} failed: {exc!r}"
             ) from exc
-    if response.status_code == 200:
-        return decode(response.content, DownloadDone)
-    if response.status_code == 502:
-        raise DaemonDownloadFailed(decode(response.content, DownloadRefused))
+    try:
+        if status == 200:
+            return decode(body, DownloadDone)
+        if status == 502:
+            refused = decode(body, DownloadRefused)
+    except MessageError as exc:
+        raise DaemonUnavailable(
+            f"the local daemon answered {status} with a bad body: {exc}"
+        ) from exc
+    if status == 502:
+        raise DaemonDownloadFailed(refused)
     raise DaemonUnavailable(
-        f"the local daemon refused the download: {response.status_code} "
-        f"{response.text.strip()}"
+        f"the local daemon refused the download: {status} "
+        f"{body.decode(errors='replace').strip()}"
     )
+
+
+def _exchange(
+    sock: socket.socket, body: bytes, timeout: float | None
+) -> tuple[int, bytes]:
+    """Send ``POST /downloads`` and read the answer: its status and body."""
+    head = (
+        "POST /downloads HTTP/1.1\r\nHost: daemon\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    sock.sendall(head.encode("ascii") + body)
+    sock.settimeout(timeout)
+    buffer = bytearray(_MAX_ANSWER_HEAD)
+    response, received = read_head(sock, buffer)
+    length = response.headers.get("content-length", "")
+    if not length.isdigit() or int(length) > _MAX_ANSWER_BODY:
+        raise HeadError(f"answered with a Content-Length of {length!r}")
+    answer = bytearray(int(length))
+    leftover = buffer[response.body_start : received][: len(answer)]
+    answer[: len(leftover)] = leftover
+    read_body(sock, memoryview(answer), len(leftover))
+    return response.status, bytes(answer)

@@ -119,13 +119,12 @@ def get(
     show_progress = sys.stderr.isatty() and not quiet if progress is None else progress
     store = open_cli_store(store_dir, store_capacity)
 
+    # Credentials and TLS settings stay in this process: only plain requests are
+    # handed to a local daemon.
+    if user is None and cacert is None and not insecure:
+        _through_daemon(store.directory, request, dict(options.headers), timeout)
+
     async def run() -> DownloadResult:
-        # Credentials and TLS settings stay in this process: only plain requests
-        # are handed to a local daemon.
-        if user is None and cacert is None and not insecure:
-            await _through_daemon(
-                store.directory, request, dict(options.headers), timeout
-            )
         async with Downloader(
             store=store, options=options, concurrency=concurrency
         ) as downloader:
@@ -146,7 +145,7 @@ def get(
     _report(result, quiet=quiet, as_json=as_json)
 
 
-async def _through_daemon(
+def _through_daemon(
     store_dir: str,
     request: Download,
     headers: dict[str, str],
@@ -166,7 +165,7 @@ async def _through_daemon(
         digest=request.digest,
     )
     try:
-        await order_download(socket_path, order, timeout=timeout)
+        order_download(socket_path, order, timeout=timeout)
     except DaemonUnavailable as exc:
         # The pieces the daemon stored stay: this process resumes from them.
         click.echo(f"dragonpy: warning: {exc}; downloading without it", err=True)
