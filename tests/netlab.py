@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,6 +150,7 @@ class Lab:
 
     @classmethod
     def open(cls, prefix: str = "dpl", subnet: str = "198.18.7") -> Lab:
+        _exit_on_sigterm()
         lab = cls(prefix, subnet)
         lab.clean_up()
         _run("ip", "link", "add", lab.bridge, "type", "bridge")
@@ -196,6 +198,20 @@ class Lab:
         listed = _run("ip", "netns", "list").stdout.splitlines()
         names = [line.split()[0] for line in listed if line.strip()]
         return [name for name in names if name.startswith(f"{self.prefix}-")]
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM (a CI timeout, ``kill``) end the process as Ctrl-C would, so
+    that the lab's ``with`` blocks and ``finally`` clauses remove what it built;
+    Python's default is to die at once. Left alone where a handler is set already,
+    or off the main thread, where handlers cannot be set."""
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_exit)
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def cpu_seconds(pid: int) -> float:

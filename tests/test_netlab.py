@@ -110,6 +110,32 @@ def test_a_killed_run_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
     assert not any(Path(f"/proc/{pid}").exists() for pid in sleeping)
 
 
+def test_a_terminated_run_cleans_up_after_itself() -> None:
+    script = (
+        "import time\n"
+        "from tests.netlab import Lab\n"
+        "with Lab.open('dps') as lab:\n"
+        "    lab.add_host('a').spawn(['sleep', '600'])\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert run.stdout is not None
+    assert run.stdout.readline().strip() == "ready"
+    sleeping = subprocess.run(
+        ["ip", "netns", "pids", "dps-a"], capture_output=True, text=True
+    ).stdout.split()
+
+    run.terminate()
+
+    assert run.wait(timeout=30) == 143
+    run.stdout.close()
+    assert Lab("dps").leftovers() == []
+    assert sleeping and not any(Path(f"/proc/{pid}").exists() for pid in sleeping)
+
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 TORRENT_CLIENT = [SYSTEM_PYTHON, str(ROOT / "benchmarks" / "_bittorrent.py")]
 
