@@ -76,30 +76,38 @@ def test_a_shaped_downlink_limits_goodput(lab: Lab) -> None:
     assert goodput(a, b, 4 * 1024 * 1024) <= 20e6 * 1.05
 
 
-def test_a_killed_run_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
+def start_lab_run(prefix: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """A process that opens lab ``prefix`` with hosts ``a`` (running ``sleep``) and
+    ``b``, then waits; returned once ready, with the pids inside ``a``."""
     script = (
-        "import sys, time\n"
+        "import time\n"
         "from tests.netlab import Lab\n"
-        "lab = Lab.open('dpk')\n"
-        "lab.add_host('a').spawn(['sleep', '600'])\n"
-        "lab.add_host('b')\n"
-        "print('ready', flush=True)\n"
-        "time.sleep(600)\n"
+        f"with Lab.open({prefix!r}) as lab:\n"
+        "    lab.add_host('a').spawn(['sleep', '600'])\n"
+        "    lab.add_host('b')\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(600)\n"
     )
     run = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
     assert run.stdout is not None
     assert run.stdout.readline().strip() == "ready"
-    run.kill()
-    run.wait()
     run.stdout.close()
-    assert sorted(Lab("dpk").leftovers()) == ["dpk-a", "dpk-b"]
-    sleeping = subprocess.run(
-        ["ip", "netns", "pids", "dpk-a"], capture_output=True, text=True
+    pids = subprocess.run(
+        ["ip", "netns", "pids", f"{prefix}-a"], capture_output=True, text=True
     ).stdout.split()
-    assert sleeping
+    assert pids
+    return run, pids
 
+
+def test_a_killed_run_is_cleaned_up_by_the_next() -> None:
+    run, sleeping = start_lab_run("dpk")
+
+    run.kill()
+
+    run.wait()
+    assert sorted(Lab("dpk").leftovers()) == ["dpk-a", "dpk-b"]
     with Lab.open("dpk") as lab:
         assert lab.leftovers() == []
         lab.add_host("a")
@@ -111,29 +119,13 @@ def test_a_killed_run_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
 
 
 def test_a_terminated_run_cleans_up_after_itself() -> None:
-    script = (
-        "import time\n"
-        "from tests.netlab import Lab\n"
-        "with Lab.open('dps') as lab:\n"
-        "    lab.add_host('a').spawn(['sleep', '600'])\n"
-        "    print('ready', flush=True)\n"
-        "    time.sleep(600)\n"
-    )
-    run = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT
-    )
-    assert run.stdout is not None
-    assert run.stdout.readline().strip() == "ready"
-    sleeping = subprocess.run(
-        ["ip", "netns", "pids", "dps-a"], capture_output=True, text=True
-    ).stdout.split()
+    run, sleeping = start_lab_run("dps")
 
     run.terminate()
 
     assert run.wait(timeout=30) == 143
-    run.stdout.close()
     assert Lab("dps").leftovers() == []
-    assert sleeping and not any(Path(f"/proc/{pid}").exists() for pid in sleeping)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in sleeping)
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"
