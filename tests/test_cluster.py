@@ -402,6 +402,27 @@ def test_an_unreachable_scheduler_sends_downloads_to_the_origin_loudly(
     assert "WARNING" in daemon.log_text()
 
 
+def test_a_download_waits_for_no_announce_when_the_scheduler_comes_up_late(
+    cluster: Cluster, nginx: str, blob: tuple[str, bytes]
+) -> None:
+    name, content = blob
+    cluster.scheduler = Scheduler(cluster.workdir)
+    daemon = cluster.start_daemon("early")  # its first announce finds no scheduler
+    cluster.scheduler.start()
+    cluster.processes.append(cluster.scheduler)
+
+    # Before the daemon's next announce (a keepalive later): the registration
+    # itself tells the scheduler about the host.
+    code, stderr = finish(daemon.get(f"{nginx}/{name}", cluster.workdir / "o.bin"))
+
+    assert code == 0, stderr
+    assert (cluster.workdir / "o.bin").read_bytes() == content
+    fell_back = daemon.metric(
+        "dragonpy_back_to_source_total", reason="scheduler_unreachable"
+    )
+    assert fell_back == 0
+
+
 def test_bad_input_on_every_port(cluster: Cluster) -> None:
     scheduler = cluster.start_scheduler()
     daemon = cluster.start_daemon("target")

@@ -321,12 +321,22 @@ class SwarmDownload:
             self._go_to_origin("no scheduler configured", loudly=False)
             return
         try:
-            view = await self.node.scheduler.register(self._registration())
+            view = await self._register_announced()
         except SchedulerUnreachable as exc:
             self.node.metrics.failures.labels("scheduler_unreachable").inc()
             self._go_to_origin(f"scheduler unreachable ({exc})", loudly=True)
             return
         await self._accept(view, fresh=True)
+
+    async def _register_announced(self) -> PeerView:
+        """Register; a scheduler that does not know this host (it came up after
+        the daemon's last announce, or restarted since) hears the announce first."""
+        assert self.node.scheduler is not None
+        try:
+            return await self.node.scheduler.register(self._registration())
+        except SchedulerForgot:
+            await self.node.announce()
+            return await self.node.scheduler.register(self._registration())
 
     def _registration(self, *, resumed: bool = False) -> PeerRegister:
         record = self.record
