@@ -125,25 +125,30 @@ def order_download(
             return None  # no daemon, or a socket file a dead one left behind
         try:
             status, body = _exchange(sock, encode(order), timeout)
-        except (OSError, HeadError, StaleConnection, TruncatedBody) as exc:
+        except StaleConnection as exc:
+            raise DaemonUnavailable(
+                f"the local daemon at {socket_path} closed the connection without "
+                "answering"
+            ) from exc
+        except (OSError, HeadError, TruncatedBody) as exc:
             raise DaemonUnavailable(
                 f"the local daemon at {socket_path} failed: {exc!r}"
             ) from exc
+
+    if status not in (200, 502):
+        raise DaemonUnavailable(
+            f"the local daemon refused the download: {status} "
+            f"{body.decode(errors='replace').strip()}"
+        )
     try:
         if status == 200:
             return decode(body, DownloadDone)
-        if status == 502:
-            refused = decode(body, DownloadRefused)
+        refused = decode(body, DownloadRefused)
     except MessageError as exc:
         raise DaemonUnavailable(
             f"the local daemon answered {status} with a bad body: {exc}"
         ) from exc
-    if status == 502:
-        raise DaemonDownloadFailed(refused)
-    raise DaemonUnavailable(
-        f"the local daemon refused the download: {status} "
-        f"{body.decode(errors='replace').strip()}"
-    )
+    raise DaemonDownloadFailed(refused)
 
 
 def _exchange(
