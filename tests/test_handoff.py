@@ -108,6 +108,7 @@ def test_a_failed_download_carries_the_daemons_exit_code(tmp_path: Path) -> None
         (answer(200, b'{"task_id": 1}'), "answered 200 with a bad body"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "Content-Length"),
         (answer(200, b"{}")[:-1], "closed the connection"),
+        (answer(200, b"{}") + b"{}", "sent more than the 2 bytes"),
         (b"", "closed the connection without answering"),
         (b"SSH-2.0-OpenSSH\r\n\r\n", "malformed status line"),
     ],

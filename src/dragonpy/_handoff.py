@@ -23,7 +23,14 @@ from typing import Final
 import attrs
 
 from ._errors import DragonpyError
-from ._http11 import HeadError, StaleConnection, TruncatedBody, read_body, read_head
+from ._http11 import (
+    BodyOverrun,
+    HeadError,
+    StaleConnection,
+    TruncatedBody,
+    read_body,
+    read_head,
+)
 from ._wire import MessageError, decode, encode
 
 #: The control socket's name inside the store directory.
@@ -130,7 +137,7 @@ def order_download(
                 f"the local daemon at {socket_path} closed the connection without "
                 "answering"
             ) from exc
-        except (OSError, HeadError, TruncatedBody) as exc:
+        except (OSError, HeadError, BodyOverrun, TruncatedBody) as exc:
             raise DaemonUnavailable(
                 f"the local daemon at {socket_path} failed: {exc!r}"
             ) from exc
@@ -168,7 +175,5 @@ def _exchange(
     if not length.isdigit() or int(length) > _MAX_ANSWER_BODY:
         raise HeadError(f"answered with a Content-Length of {length!r}")
     answer = bytearray(int(length))
-    leftover = buffer[response.body_start : received][: len(answer)]
-    answer[: len(leftover)] = leftover
-    read_body(sock, memoryview(answer), len(leftover))
+    read_body(sock, memoryview(answer), response, buffer, received)
     return response.status, bytes(answer)

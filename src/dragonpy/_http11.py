@@ -22,6 +22,10 @@ class HeadError(Exception):
     """The response head is malformed, too large, or cut short."""
 
 
+class BodyOverrun(Exception):
+    """More bytes came behind the head than its body was to hold."""
+
+
 class TruncatedBody(Exception):
     """The connection closed before the body was complete."""
 
@@ -102,11 +106,22 @@ def parse_head(raw: bytes, body_start: int) -> ResponseHead:
     return ResponseHead(version, int(code), headers, body_start)
 
 
-def read_body(sock: socket.socket, buffer: memoryview, filled: int) -> None:
-    """Receive into ``buffer`` past its first ``filled`` bytes until it is full."""
-    total = len(buffer)
+def read_body(
+    sock: socket.socket,
+    body: memoryview,
+    head: ResponseHead,
+    head_buffer: bytearray,
+    received: int,
+) -> None:
+    """Fill ``body``: first with the bytes that came in behind the head (``read_head``
+    received ``received`` bytes into ``head_buffer``), then from ``sock``."""
+    filled = received - head.body_start
+    total = len(body)
+    if filled > total:
+        raise BodyOverrun(f"sent more than the {total} bytes of its body")
+    body[:filled] = head_buffer[head.body_start : received]
     while filled < total:
-        count = sock.recv_into(buffer[filled:])
+        count = sock.recv_into(body[filled:])
         if count == 0:
             raise TruncatedBody(filled, total)
         filled += count

@@ -28,6 +28,7 @@ from .._errors import (
     RangeNotSupported,
 )
 from .._http11 import (
+    BodyOverrun,
     HeadError,
     ResponseHead,
     StaleConnection,
@@ -211,15 +212,12 @@ class RangeReader:
                 # Anything unusual in the head: httpx handles it, or says what is wrong.
                 raise NeedsFullClient(url) from None
             keep = _check_head(head, url, offset, len(buffer))
-            leftover = received - head.body_start
-            if leftover > len(buffer):
+            try:
+                read_body(sock, buffer, head, head_buffer, received)
+            except BodyOverrun:
                 raise OriginProtocolError(
                     "origin sent more bytes than asked for", url=url
-                )
-
-            buffer[:leftover] = head_buffer[head.body_start : received]
-            try:
-                read_body(sock, buffer, leftover)
+                ) from None
             except TruncatedBody as exc:
                 raise OriginProtocolError(f"origin {exc}", url=url) from None
         except TimeoutError as exc:

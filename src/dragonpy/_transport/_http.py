@@ -33,7 +33,14 @@ import anyio.to_thread
 import h11
 
 from .._errors import StoreError
-from .._http11 import HeadError, StaleConnection, TruncatedBody, read_body, read_head
+from .._http11 import (
+    BodyOverrun,
+    HeadError,
+    StaleConnection,
+    TruncatedBody,
+    read_body,
+    read_head,
+)
 from .._pieces import MIB, Piece
 from .._storage import PieceStore
 from .._telemetry import extract_headers, inject_headers
@@ -549,12 +556,10 @@ class _Call:
         except HeadError as exc:
             raise self._error(str(exc)) from None
         body = bytearray(self._body_length(head.status, head.headers))
-        leftover = received - head.body_start
-        if leftover > len(body):
-            raise self._error("sent more bytes than its Content-Length")
-        body[:leftover] = buffer[head.body_start : received]
         try:
-            read_body(sock, memoryview(body), leftover)
+            read_body(sock, memoryview(body), head, buffer, received)
+        except BodyOverrun:
+            raise self._error("sent more bytes than its Content-Length") from None
         except TruncatedBody as exc:
             raise self._error(str(exc)) from None
         return _Response(head.status, head.headers, body, head.keep_alive)
