@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dragonpy._output import BLOCK, OutputFile
+from dragonpy import _output
+from dragonpy._output import BLOCK, OutputFile, aligned_buffer
 
 from .test_get import get
 
@@ -53,6 +54,31 @@ async def test_pieces_in_any_order_make_the_whole_file(tmp_path: Path) -> None:
 
     assert (tmp_path / "f").read_bytes() == content
     assert os.listdir(tmp_path) == ["f"]
+
+
+@pytest.mark.anyio
+async def test_an_aligned_buffer_goes_to_the_disk_uncopied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = random.Random(3).randbytes(LENGTH)
+    buffer = aligned_buffer(LENGTH)
+    buffer[:] = content
+
+    def no_copy(self: object) -> memoryview:
+        raise AssertionError("an aligned buffer was copied")
+
+    monkeypatch.setattr(_output._DirectWriter, "_buffer", no_copy)
+    output = OutputFile(tmp_path / "f")
+    await output.open(LENGTH)
+    # Two writes, both from the buffer's start: whole blocks past the page
+    # cache, the rest of each through it.
+    output.write(0, buffer[: 2 * 1024 * 1024])
+    output.write(2 * 1024 * 1024, aligned_buffer(LENGTH - 2 * 1024 * 1024))
+    await output.commit()
+
+    written = (tmp_path / "f").read_bytes()
+    assert written[: 2 * 1024 * 1024] == content[: 2 * 1024 * 1024]
+    assert written[2 * 1024 * 1024 :] == bytes(LENGTH - 2 * 1024 * 1024)
 
 
 @pytest.mark.anyio
