@@ -9,12 +9,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import dragonpy
+from dragonpy._storage import PieceStore
 from dragonpy_cli._app import cli
 
 from .origin import (
@@ -113,6 +115,28 @@ async def test_download_resumes_from_stored_pieces(
     # The stat, piece 0 alone, then pieces 2 and 3 together.
     assert len(nginx_requests(nginx_dir, "/pieces.bin")) - before == 1 + 2
     assert (out / "f").read_bytes() == data
+
+
+@pytest.mark.anyio
+async def test_a_stored_piece_gone_while_copied_fails_the_download(
+    nginx: str, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "s"
+    url = f"{nginx}/big.bin"
+    await dragonpy.download(url, out / "first", store_dir=store)
+    read_piece = PieceStore.read_piece
+
+    def losing_piece_2(
+        self: PieceStore, task_id: str, number: int
+    ) -> AbstractContextManager[memoryview | None]:
+        return nullcontext(None) if number == 2 else read_piece(self, task_id, number)
+
+    monkeypatch.setattr(PieceStore, "read_piece", losing_piece_2)
+
+    # One copy of several fails: that failure, not a group of them, is raised.
+    with pytest.raises(dragonpy.StoreError, match=r"piece 2 of \w+ vanished"):
+        await dragonpy.download(url, out / "second", store_dir=store)
+    assert not (out / "second").exists()
 
 
 def test_killed_download_resumes_without_refetching(

@@ -16,10 +16,10 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -268,11 +268,11 @@ class _TaskRun:
             if on_progress is not None:
                 on_progress(done, total)
 
-        for piece in self.pieces:
-            if piece.number in stored:
-                await anyio.to_thread.run_sync(self._copy_stored, piece, output)
-                self.bytes_from_store += piece.length
-                advance(piece)
+        # Several copies at once: each is a direct write to the disk, which takes
+        # a deeper queue of them faster than one at a time.
+        held = [piece for piece in self.pieces if piece.number in stored]
+        copy = functools.partial(self._copy_worker, iter(held), output, advance)
+        await self._in_parallel(len(held), copy)
 
         missing = [piece for piece in self.pieces if piece.number not in stored]
         if not missing:
@@ -281,15 +281,9 @@ class _TaskRun:
             await self._fetch_sequentially(missing, output, advance)
             return
 
-        # Workers share one iterator: each takes the next run of missing pieces.
-        queue = _runs(missing, max(1, _FETCH_LENGTH // self.record.piece_length))
-        try:
-            async with anyio.create_task_group() as group:
-                for _ in range(min(self.concurrency, len(missing))):
-                    group.start_soon(self._fetch_worker, queue, output, advance)
-        except* DragonpyError as errors:
-            # The first failure cancelled the other workers; it is the one to report.
-            raise first_error(errors)  # noqa: B904
+        runs = _runs(missing, max(1, _FETCH_LENGTH // self.record.piece_length))
+        fetch = functools.partial(self._fetch_worker, runs, output, advance)
+        await self._in_parallel(len(missing), fetch)
 
     async def verify(self) -> str | None:
         """Check the whole content against the expected digest, if there is one."""
@@ -319,6 +313,30 @@ class _TaskRun:
             low = max(start, piece.offset) - piece.offset
             high = min(last + 1, piece.end) - piece.offset
             yield bytes(memoryview(data)[low:high])
+
+    async def _in_parallel(
+        self, jobs: int, worker: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Run ``concurrency`` copies of ``worker`` (fewer for fewer ``jobs``); the
+        copies share one iterator of jobs, each taking the next until none is left."""
+        try:
+            async with anyio.create_task_group() as group:
+                for _ in range(min(self.concurrency, jobs)):
+                    group.start_soon(worker)
+        except* DragonpyError as errors:
+            # The first failure cancelled the other workers; it is the one to report.
+            raise first_error(errors)  # noqa: B904
+
+    async def _copy_worker(
+        self,
+        queue: Iterator[Piece],
+        output: OutputFile,
+        advance: Callable[[Piece], None],
+    ) -> None:
+        for piece in queue:
+            await anyio.to_thread.run_sync(self._copy_stored, piece, output)
+            self.bytes_from_store += piece.length
+            advance(piece)
 
     async def _fetch_worker(
         self,
