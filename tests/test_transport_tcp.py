@@ -28,6 +28,7 @@ from dragonpy import PieceStore
 from dragonpy._pieces import Piece, piece_digest
 from dragonpy._task import Task
 from dragonpy._transport._base import PieceNotFound, TransportError
+from dragonpy._transport._limits import UploadLimits
 from dragonpy._transport._tcp import TcpPieceClient, TcpPieceServer
 from dragonpy._transport._tcp._client import _ClientOptions, read_response
 from dragonpy._transport._tcp._wire import (
@@ -401,6 +402,70 @@ async def test_peer_closing_mid_frame_is_dropped(
     async with running(TcpPieceServer(store)) as port:
         await in_thread(lambda: hang_up(port))
         await assert_serves(port, data)
+
+
+# Calling requests off
+
+
+async def _wait_for(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(RAW_TIMEOUT):
+        while not condition():
+            await anyio.sleep(0.01)
+
+
+@pytest.mark.parametrize("called_off", ["waiting for a slot", "queued behind another"])
+async def test_a_request_called_off_before_its_turn_is_not_sent(
+    store: PieceStore, called_off: str
+) -> None:
+    pieces = random_pieces(2)
+    put_task(store, pieces)
+    server = TcpPieceServer(store, limits=UploadLimits(max_concurrent_pieces=1))
+    fetched: dict[int, bytes] = {}
+    scopes = {number: anyio.CancelScope() for number in (0, 1)}
+
+    async def fetch(tcp: TcpPieceClient, address: str, number: int) -> None:
+        with scopes[number]:
+            _, data = await tcp.fetch(address, TASK, number)
+            fetched[number] = bytes(data)
+
+    # One connection: piece 0 waits for the only upload slot, which the test
+    # holds, and piece 1 waits behind it.
+    number = 0 if called_off == "waiting for a slot" else 1
+    async with running(server) as port, client(connections_per_parent=1) as tcp:
+        address = f"127.0.0.1:{port}"
+        async with anyio.create_task_group() as group, server.throttle.slot():
+            for piece in (0, 1):
+                group.start_soon(fetch, tcp, address, piece)
+            await _wait_for(lambda: server.statistics().requests_received == 2)
+            scopes[number].cancel()
+            await _wait_for(lambda: server.statistics().requests_called_off == 1)
+
+        other = 1 - number
+        assert fetched == {other: pieces[other]}
+        await _wait_for(lambda: server.throttle.statistics().withdrawals == 1)
+        assert server.statistics().pieces_sent == 1
+        # The connection goes on, and the piece called off can be asked again.
+        _, data = await tcp.fetch(address, TASK, number)
+        assert bytes(data) == pieces[number]
+        assert server.statistics().pieces_sent == 2
+
+
+def test_cancel_for_no_request_in_flight_is_ignored(store: PieceStore) -> None:
+    pieces = random_pieces(1)
+    put_task(store, pieces)
+
+    def exchange(port: int) -> None:
+        with raw_connect(port) as sock:
+            sock.sendall(encode_frame(FrameType.CANCEL, 99) + encode_get(1, TASK, 0))
+            kind, _, request_id, body = read_frame(sock)
+            assert (kind, request_id) == (FrameType.PIECE, 1)
+            assert body[-PIECE_LENGTH:] == pieces[0]
+
+    async def run() -> None:
+        async with running(TcpPieceServer(store)) as port:
+            await in_thread(lambda: exchange(port))
+
+    anyio.run(run)
 
 
 async def test_half_closed_connection_gets_its_answers(store: PieceStore) -> None:

@@ -326,6 +326,7 @@ async def test_pace_holds_only_the_sends_past_the_budget() -> None:
         slot_waits=0,
         busy_refusals=0,
         bandwidth_waits=1,
+        withdrawals=0,
     )
 
 

@@ -181,6 +181,12 @@ class _UploadCollector(Collector):
             "Piece requests answered busy: every slot taken and as many waiting.",
             value=statistics.busy_refusals,
         )
+        yield CounterMetricFamily(
+            "dragonpy_upload_withdrawn",
+            "Piece requests the requester called off before their piece was sent "
+            "(it got the piece elsewhere, or gave up waiting).",
+            value=statistics.withdrawals,
+        )
 
 
 class _StoreCollector(Collector):

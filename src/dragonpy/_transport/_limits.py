@@ -82,6 +82,8 @@ class UploadStatistics:
     busy_refusals: int
     #: Pieces held back by the bandwidth limit.
     bandwidth_waits: int
+    #: Piece requests the requester called off before their piece was sent.
+    withdrawals: int
 
 
 class UploadBusy(Exception):
@@ -133,7 +135,7 @@ class UploadThrottle:
         self._lock = threading.Lock()
         self._pieces_in_flight = self._pieces_sent = self._bytes_sent = 0
         self._waiting = self._slot_waits = self._busy_refusals = 0
-        self._bandwidth_waits = 0
+        self._bandwidth_waits = self._withdrawals = 0
         self.update(limits)
 
     def update(self, limits: UploadLimits) -> None:
@@ -162,6 +164,7 @@ class UploadThrottle:
                 slot_waits=self._slot_waits,
                 busy_refusals=self._busy_refusals,
                 bandwidth_waits=self._bandwidth_waits,
+                withdrawals=self._withdrawals,
             )
 
     @contextlib.asynccontextmanager
@@ -192,6 +195,11 @@ class UploadThrottle:
             await slots.acquire()
         finally:
             self._waiting -= 1
+
+    def count_withdrawal(self) -> None:
+        """Count a piece request called off before its piece was sent."""
+        with self._lock:
+            self._withdrawals += 1
 
     def pace(self, size: int) -> None:
         """Count a piece reply of ``size`` bytes about to be sent, holding the

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import anyio
 import anyio.abc
+import anyio.from_thread
 import anyio.to_thread
 import attrs
 import zstandard
@@ -17,6 +18,7 @@ from ..._pieces import MAX_PIECE_LENGTH, Piece
 from ..._telemetry import traceparent
 from .._base import ParentBusy, PieceClient, PieceNotFound, TransportError, fetch_span
 from ._wire import (
+    CAP_CANCEL,
     CAP_TRACE,
     CAP_ZSTD,
     ERROR,
@@ -38,6 +40,9 @@ from ._wire import (
 )
 
 _T = TypeVar("_T")
+# A CANCEL is a 16-byte frame: if it cannot be sent this quickly, the connection
+# is in trouble anyway.
+_CALL_OFF_TIMEOUT = 1.0
 
 # The client
 
@@ -87,7 +92,7 @@ class TcpPieceClient(PieceClient):
             read_timeout=read_timeout,
             connections=connections_per_parent,
             depth=pipeline_depth,
-            capabilities=(CAP_ZSTD if compression else 0) | CAP_TRACE,
+            capabilities=(CAP_ZSTD if compression else 0) | CAP_TRACE | CAP_CANCEL,
             max_piece_length=max_piece_length,
         )
         self._pools: dict[str, _Pool] = {}
@@ -191,6 +196,22 @@ class _Pool:
         return connection
 
 
+class _Reading:
+    """One answer being read in a worker thread, for whichever task awaits it."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.outcome: _Response | TransportError | None = None
+
+    def run(self, read: Callable[[], _Response]) -> None:
+        try:
+            self.outcome = read()
+        except TransportError as exc:
+            self.outcome = exc
+        finally:
+            anyio.from_thread.run_sync(self.done.set)
+
+
 class _ClientConnection:
     """One connection to a parent. Requests are pipelined; whichever waiter holds
     the read lock reads the next answer and hands it to its owner."""
@@ -206,8 +227,10 @@ class _ClientConnection:
         self.sock = sock
         self.address = address
         self.compress = bool(capabilities & CAP_ZSTD)
-        # Parents from before trace contexts take GETs without one.
+        # Parents from before trace contexts take GETs without one, and parents
+        # from before CANCEL send every piece asked for.
         self.trace = bool(capabilities & CAP_TRACE)
+        self.cancel = bool(capabilities & CAP_CANCEL)
         self.depth = depth
         self.options = options
         self.load = 0
@@ -218,6 +241,9 @@ class _ClientConnection:
         self._waiting: set[int] = set()
         self._abandoned: set[int] = set()
         self._ready: dict[int, _Response] = {}
+        #: A read whose reader was cancelled mid-way: the next reader takes its
+        #: answer rather than lose it.
+        self._reading: _Reading | None = None
 
     async def fetch(self, task_id: str, number: int) -> tuple[Piece, bytes | bytearray]:
         request_id = self._new_id()
@@ -230,6 +256,9 @@ class _ClientConnection:
         except BaseException:
             if request_id not in self._ready and self.broken is None:
                 self._abandoned.add(request_id)
+                # Even if the GET never left: a parent ignores a CANCEL for a
+                # request it does not have.
+                await self._call_off(request_id)
             raise
         finally:
             self.load -= 1
@@ -238,6 +267,17 @@ class _ClientConnection:
             if self.broken is not None and self.load == 0:
                 self.sock.close()
         return self._result(response, task_id, number)
+
+    async def _call_off(self, request_id: int) -> None:
+        """Tell the parent a request is no longer wanted (the requester was
+        cancelled: another parent's copy came first, or it timed out), so that it
+        does not spend its upload on the piece if it has not started sending it.
+        The answer, PIECE or ERROR CANCELLED, is read and dropped as usual."""
+        if not self.cancel:
+            return
+        with anyio.move_on_after(_CALL_OFF_TIMEOUT, shield=True):
+            with contextlib.suppress(TransportError):
+                await self._send(encode_frame(FrameType.CANCEL, request_id))
 
     def close(self) -> None:
         self._fail(TransportError("the tcp client is closed", address=self.address))
@@ -279,12 +319,24 @@ class _ClientConnection:
             self._dispatch(response)
 
     async def _read(self) -> _Response:
-        try:
-            return await anyio.to_thread.run_sync(
-                read_response, self.sock, self.address, self.compress, self.options
+        """The next answer on the connection. Its reader can be cancelled at once
+        (to call its request off, say) even while a worker thread is blocked
+        reading: the thread goes on, and the next reader takes what it read."""
+        reading = self._reading
+        if reading is None:
+            reading = self._reading = _Reading()
+            await anyio.to_thread.run_sync(
+                reading.run, self._read_blocking, abandon_on_cancel=True
             )
-        except TransportError as exc:
-            raise self._fail(exc) from exc
+        await reading.done.wait()
+        self._reading = None
+        if isinstance(reading.outcome, TransportError):
+            raise self._fail(reading.outcome)
+        assert reading.outcome is not None
+        return reading.outcome
+
+    def _read_blocking(self) -> _Response:
+        return read_response(self.sock, self.address, self.compress, self.options)
 
     def _dispatch(self, response: _Response) -> None:
         """Hand an answer to the request it belongs to."""

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import logging
 import socket
+from typing import Final
 
 import anyio
 import anyio.abc
@@ -22,6 +23,7 @@ from .._base import PieceServer
 from .._limits import BUSY_MESSAGE, DEFAULT_UPLOAD_LIMITS, UploadBusy, UploadLimits
 from .._sockets import accept, listen, send_all
 from ._wire import (
+    CAP_CANCEL,
     CAP_TRACE,
     CAP_ZSTD,
     FLAG_TRACE,
@@ -53,6 +55,9 @@ class TcpServerStatistics:
     connections_accepted: int
     connections_open: int
     connections_refused: int
+    #: GET frames read, and CANCEL frames for one of them not answered yet.
+    requests_received: int
+    requests_called_off: int
     pieces_sent: int
     pieces_compressed: int
     bytes_sent: int
@@ -112,10 +117,11 @@ class TcpPieceServer(PieceServer):
         self.max_connections = max_connections
         self.max_in_flight = max_in_flight
         self.idle_timeout = idle_timeout
-        self.capabilities = (CAP_ZSTD if compression else 0) | CAP_TRACE
+        self.capabilities = (CAP_ZSTD if compression else 0) | CAP_TRACE | CAP_CANCEL
         self.compression_level = compression_level
         self._send_threads = anyio.CapacityLimiter(SEND_THREADS)
         self._accepted = self._open = self._refused = 0
+        self._requests = self._called_off = 0
         self._pieces = self._compressed = self._bytes = 0
 
     def statistics(self) -> TcpServerStatistics:
@@ -123,6 +129,8 @@ class TcpPieceServer(PieceServer):
             connections_accepted=self._accepted,
             connections_open=self._open,
             connections_refused=self._refused,
+            requests_received=self._requests,
+            requests_called_off=self._called_off,
             pieces_sent=self._pieces,
             pieces_compressed=self._compressed,
             bytes_sent=self._bytes,
@@ -177,6 +185,11 @@ class _ServerConnection:
         self.peer = peer
         self.compress = False
         self.in_flight = 0
+        #: Requests read and not answered yet, those of them called off, and how
+        #: to end the wait of one waiting for an upload slot.
+        self.pending: set[int] = set()
+        self.withdrawn: set[int] = set()
+        self._turns: dict[int, anyio.CancelScope] = {}
         self.finished = False
 
     async def run(self) -> None:
@@ -256,7 +269,17 @@ class _ServerConnection:
                 await replies.send(_Raw(error))
                 return True
             self.in_flight += 1
+            self.server._requests += 1
+            self.pending.add(request_id)
             await replies.send(_Get(request_id, task_id, number, traceparent))
+        elif kind == FrameType.CANCEL:
+            # A request already answered, or never made, is nothing to call off.
+            if request_id in self.pending and request_id not in self.withdrawn:
+                self.server._called_off += 1
+                self.withdrawn.add(request_id)
+                turn = self._turns.get(request_id)
+                if turn is not None:
+                    turn.cancel()
         elif kind == FrameType.HELLO:
             raise _Fatal(ErrorCode.PROTOCOL, "HELLO sent twice", request_id)
         else:
@@ -327,27 +350,45 @@ class _ServerConnection:
             scope.cancel()
 
     async def _send(self, reply: _Reply) -> bool:
-        """Send one reply from a worker thread; False if the connection broke."""
-        # Only answers to GET take an upload slot: other frames are a few bytes.
-        slot: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+        """Send one reply; False if the connection broke."""
         if isinstance(reply, _Get):
-            parent = context_from_traceparent(reply.traceparent)
-            slot = self.server.upload(reply.task_id, reply.number, parent)
+            return await self._answer(reply)
+        return await self._send_now(reply)
+
+    async def _answer(self, request: _Get) -> bool:
+        """Send the piece a GET asks for, within the upload limits, or the error
+        that answers it instead: busy, or called off before its turn came."""
+        request_id = request.request_id
+        parent = context_from_traceparent(request.traceparent)
         try:
-            async with slot:
-                sent, compressed = await anyio.to_thread.run_sync(
-                    self._send_blocking, reply, limiter=self.server._send_threads
-                )
+            if request_id not in self.withdrawn:
+                # A CANCEL while it waits for a slot ends the wait (``turn``).
+                with anyio.CancelScope() as turn:
+                    self._turns[request_id] = turn
+                    async with self.server.upload(
+                        request.task_id, request.number, parent
+                    ):
+                        del self._turns[request_id]
+                        return await self._send_now(request)
+            self.server.throttle.count_withdrawal()
+            return await self._send_now(_Raw(_cancelled(request_id)))
         except UploadBusy:
-            assert isinstance(reply, _Get)
-            return await self._send(_Raw(_busy(reply.request_id)))
+            return await self._send_now(_Raw(_busy(request_id)))
+        finally:
+            self._turns.pop(request_id, None)
+            self.in_flight -= 1
+            self.pending.discard(request_id)
+            self.withdrawn.discard(request_id)
+
+    async def _send_now(self, reply: _Reply) -> bool:
+        """Send one reply from a worker thread; False if the connection broke."""
+        try:
+            sent, compressed = await anyio.to_thread.run_sync(
+                self._send_blocking, reply, limiter=self.server._send_threads
+            )
         except OSError as exc:
             logger.debug("tcp: cannot send to %s: %s", self.peer, exc)
             return False
-        finally:
-            if isinstance(reply, _Get):
-                self.in_flight -= 1
-
         self.server._record(sent, compressed)
         return True
 
@@ -356,6 +397,11 @@ class _ServerConnection:
         if isinstance(reply, _Raw):
             send_all(self.sock, reply.frame, self.server.idle_timeout)
             return len(reply.frame), None
+
+        if reply.request_id in self.withdrawn:
+            # Called off between getting its slot and this thread starting.
+            self.server.throttle.count_withdrawal()
+            return self._send_error(reply, ErrorCode.CANCELLED, _CANCELLED), None
 
         started = False
         try:
@@ -402,6 +448,13 @@ class _ServerConnection:
 
 def _busy(request_id: int) -> bytes:
     return encode_error(request_id, ErrorCode.BUSY, BUSY_MESSAGE)
+
+
+_CANCELLED: Final = "called off by the client before its piece was sent"
+
+
+def _cancelled(request_id: int) -> bytes:
+    return encode_error(request_id, ErrorCode.CANCELLED, _CANCELLED)
 
 
 def _parse_get(body: bytes, flags: int) -> tuple[str, int, str]:

@@ -13,6 +13,7 @@ MAGIC: Final = b"DPYT"
 #: Capability bits of HELLO and HELLO_ACK.
 CAP_ZSTD: Final = 0x1
 CAP_TRACE: Final = 0x2
+CAP_CANCEL: Final = 0x4
 #: Flag bits of a PIECE frame.
 FLAG_ZSTD: Final = 0x1
 #: Flag bits of a GET frame: a trace context follows the task ID.
@@ -44,6 +45,7 @@ class FrameType(enum.IntEnum):
     GET = 3
     PIECE = 4
     ERROR = 5
+    CANCEL = 6
 
 
 class ErrorCode(enum.IntEnum):
@@ -55,6 +57,7 @@ class ErrorCode(enum.IntEnum):
     UNSUPPORTED_VERSION = 6
     BUSY = 7
     INTERNAL = 8
+    CANCELLED = 9
 
 
 def encode_frame(
