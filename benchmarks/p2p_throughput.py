@@ -26,8 +26,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Final
 
-import anyio
-
 from _origin import (
     DEFAULT_WORKDIR,
     GIB,
@@ -124,13 +122,8 @@ def start_cluster(stack: ExitStack, work: Path, transport: str) -> dict[str, Pat
 
 
 def order(store: Path, url: str) -> DownloadDone:
-    async def run() -> DownloadDone | None:
-        socket_path = control_socket_path(store)
-        return await order_download(
-            socket_path, DownloadOrder(url), timeout=RUN_TIMEOUT
-        )
-
-    done = anyio.run(run)
+    socket_path = control_socket_path(store)
+    done = order_download(socket_path, DownloadOrder(url), timeout=RUN_TIMEOUT)
     if done is None:
         raise BenchmarkError(f"no daemon listens in {store}")
     return done
