@@ -33,6 +33,7 @@ from dragonpy._transport._tcp import TcpPieceClient, TcpPieceServer
 from dragonpy._transport._tcp._client import _ClientOptions, read_response
 from dragonpy._transport._tcp._wire import (
     CAP_ZSTD,
+    COMPRESSION_SAMPLE,
     ERROR,
     FLAG_ZSTD,
     GET,
@@ -220,6 +221,33 @@ async def test_random_piece_travels_uncompressed(store: PieceStore) -> None:
     statistics = server.statistics()
     assert (statistics.pieces_sent, statistics.pieces_compressed) == (1, 0)
     assert PIECE_LENGTH < statistics.bytes_sent < PIECE_LENGTH + 200
+
+
+SAMPLE = COMPRESSION_SAMPLE
+
+
+@pytest.mark.parametrize(
+    ("data", "compressed"),
+    [
+        (bytes(10 * SAMPLE), 1),
+        (bytes(4 * SAMPLE) + os.urandom(2 * SAMPLE) + bytes(4 * SAMPLE), 0),
+    ],
+    ids=["compressible throughout", "random in the middle"],
+)
+async def test_a_large_piece_is_judged_by_a_sample_from_its_middle(
+    store: PieceStore, data: bytes, compressed: int
+) -> None:
+    """Compression is tried on the middle of a large piece first: where that does
+    not shrink, the piece travels uncompressed, however well the rest would."""
+    store.put_task(Task(TASK, "https://example.test/f", len(data), len(data), "v"))
+    store.put_piece(TASK, Piece(0, 0, len(data), piece_digest(data)), data)
+    server = TcpPieceServer(store)
+
+    async with running(server) as port, client() as tcp:
+        _, received = await tcp.fetch(f"127.0.0.1:{port}", TASK, 0)
+
+    assert received == data
+    assert server.statistics().pieces_compressed == compressed
 
 
 async def test_missing_task_or_piece_raises_piece_not_found(store: PieceStore) -> None:

@@ -32,6 +32,8 @@ ERROR: Final = struct.Struct(">HH")  # code, message length
 
 # Pieces smaller than this are never worth a compression attempt.
 MIN_COMPRESS: Final = 512
+# Bytes of a larger piece compressed first, to see whether the rest is worth it.
+COMPRESSION_SAMPLE: Final = 64 * 1024
 # How long a closing connection waits for the peer's FIN: closing with unread bytes
 # makes the kernel send RST, which can destroy an error frame not yet read.
 LINGER: Final = 1.0
