@@ -596,18 +596,23 @@ def test_sole_pieces_go_to_one_child_each_two_at_a_time(scheduler: Scheduler) ->
     assert sorted(n for numbers in after.values() for n in numbers) == [1, 2]
 
 
-def test_spare_upload_serves_pieces_others_hold_too(scheduler: Scheduler) -> None:
+def test_a_holder_serves_pieces_others_hold_once_it_holds_none_alone(
+    scheduler: Scheduler,
+) -> None:
     start_task(scheduler, "p1", "p2", "p3", origin_pieces=(0, 1, 2))
     seen = sole_pieces_seen(scheduler, "p0", "p1", "p2", "p3")
     (waiting,) = [child for child, numbers in seen.items() if not numbers]
-    # Piece 2 waits for an offer: nobody sees it, nor anything but their offer.
     for child in ("p1", "p2", "p3"):
         scheduler.report(child, pieces(*seen[child], parent="p0"))
 
-    # 0 and 1 have a second holder each, and 2 went to the child that had none.
+    # 0 and 1 have a second holder each, and 2, still p0's alone, went to the child
+    # that had none: p0's upload is for 2 only.
+    during = sole_pieces_seen(scheduler, "p0", "p1", "p2", "p3")
+    assert during == {child: [2] if child == waiting else [] for child in during}
+
+    scheduler.report(waiting, pieces(2, parent="p0"))
     after = sole_pieces_seen(scheduler, "p0", "p1", "p2", "p3")
-    assert after[waiting] == [0, 1, 2]
-    assert all(after[child] == [0, 1] for child in after if child != waiting)
+    assert after == {child: [0, 1, 2] for child in after}
 
 
 def test_a_single_child_sees_every_sole_piece(scheduler: Scheduler) -> None:

@@ -776,18 +776,16 @@ def _visible_pieces(parent: Peer, child: Peer) -> list[int]:
 
     While the parent is the sole holder of some pieces, its upload goes to those,
     each to the one child it is offered to, and a child sees there only the pieces
-    offered to it and those it wants first (range reads). Once every sole piece of
-    the parent is on its way to someone, its spare upload serves the pieces others
-    hold too. The fetcher sees everything: it must never fetch from the origin what
-    a peer holds.
+    offered to it and those it wants first (range reads): a piece sent there that
+    others hold too would hold up the next fresh one behind it. Once the parent
+    holds no piece alone, it serves everything it has. The fetcher sees everything:
+    it must never fetch from the origin what a peer holds.
     """
     task = parent.task
     sole = parent.held & task.sole
     if child is task.fetcher or not sole or len(_takers(parent)) <= 1:
         return list(parent.held_numbers())
     visible = child.offered | child.wanted_mask
-    if not sole & ~task.offered:
-        visible |= ~task.sole
     return numbers_of(parent.held & visible)
 
 
