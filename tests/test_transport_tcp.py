@@ -223,14 +223,16 @@ async def test_random_piece_travels_uncompressed(store: PieceStore) -> None:
     assert PIECE_LENGTH < statistics.bytes_sent < PIECE_LENGTH + 200
 
 
-SAMPLE = COMPRESSION_SAMPLE
-
-
 @pytest.mark.parametrize(
     ("data", "compressed"),
     [
-        (bytes(10 * SAMPLE), 1),
-        (bytes(4 * SAMPLE) + os.urandom(2 * SAMPLE) + bytes(4 * SAMPLE), 0),
+        (bytes(10 * COMPRESSION_SAMPLE), 1),
+        (
+            bytes(4 * COMPRESSION_SAMPLE)
+            + os.urandom(2 * COMPRESSION_SAMPLE)
+            + bytes(4 * COMPRESSION_SAMPLE),
+            0,
+        ),
     ],
     ids=["compressible throughout", "random in the middle"],
 )

@@ -785,8 +785,7 @@ def _visible_pieces(parent: Peer, child: Peer) -> list[int]:
     sole = parent.held & task.sole
     if child is task.fetcher or not sole or len(_takers(parent)) <= 1:
         return list(parent.held_numbers())
-    visible = child.offered | child.wanted_mask
-    return numbers_of(parent.held & visible)
+    return numbers_of(parent.held & (child.offered | child.wanted_mask))
 
 
 def _takers(holder: Peer) -> list[Peer]:

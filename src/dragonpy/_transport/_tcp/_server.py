@@ -436,7 +436,7 @@ class _ServerConnection:
         flags = 0
         if self.compress and len(view) >= MIN_COMPRESS:
             compressor = zstandard.ZstdCompressor(level=self.server.compression_level)
-            if worth_compressing(view, compressor):
+            if _worth_compressing(view, compressor):
                 packed = compressor.compress(view)
                 if len(packed) < len(view):
                     payload, flags = packed, FLAG_ZSTD
@@ -448,7 +448,7 @@ class _ServerConnection:
         return header + fields + digest, payload, bool(flags)
 
 
-def worth_compressing(view: memoryview, compressor: zstandard.ZstdCompressor) -> bool:
+def _worth_compressing(view: memoryview, compressor: zstandard.ZstdCompressor) -> bool:
     """Whether a sample from the middle of a piece shrinks by at least 1/32.
 
     Most pieces (image layers, archives, media) are compressed already; trying the
